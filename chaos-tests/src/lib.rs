@@ -1,0 +1,1 @@
+//! Placeholder: the chaos harness arrives with the chaos-tests issue.

@@ -1,0 +1,1 @@
+//! The daemon (filled by the daemon-link issue).

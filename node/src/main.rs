@@ -1,0 +1,3 @@
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("riptides-daemon arrives with the daemon <-> control plane issue")
+}

@@ -1,0 +1,1 @@
+//! API client (being written).

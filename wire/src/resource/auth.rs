@@ -1,0 +1,76 @@
+//! `auth.riptides.io/v1alpha1`: how daemons prove who they are.
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::GoDuration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VerifierMethod {
+    #[serde(rename = "joinToken")]
+    JoinToken,
+    #[serde(rename = "AWSIID")]
+    AwsIid,
+    #[serde(rename = "GCPIIT")]
+    GcpIit,
+    #[serde(rename = "K8sSAT")]
+    K8sSat,
+    #[serde(rename = "JWT")]
+    Jwt,
+    #[serde(rename = "GitHubActions")]
+    GitHubActions,
+    #[serde(rename = "X509CertPOP")]
+    X509CertPop,
+    #[serde(rename = "SSHCertPOP")]
+    SshCertPop,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinTokenSettings {
+    /// Longest TTL a token created for this verifier may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ttl: Option<GoDuration>,
+}
+
+/// Admits daemons that prove themselves with `method`, naming them by `workloadIDTemplate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerifierSpec {
+    pub method: VerifierMethod,
+    /// SPIFFE path of admitted daemons, with `{{claim}}` placeholders filled from the proof
+    /// (`riptides/daemon/{{id}}` for join tokens).
+    #[serde(rename = "workloadIDTemplate", default, skip_serializing_if = "Option::is_none")]
+    pub workload_id_template: Option<String>,
+    /// Daemon group admitted daemons join (WorkloadIdentity `scope.daemonGroup.id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token: Option<JoinTokenSettings>,
+}
+
+/// A single-use enrollment secret. Only its hash is stored; the secret is shown once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinTokenSpec {
+    /// Name of the `joinToken` Verifier (same namespace) that admits this token's daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier: Option<String>,
+    /// `sha256:<hex>` of the secret part of the token.
+    pub token_hash: String,
+    /// RFC 3339 time after which the token is refused.
+    pub expires_at: String,
+    /// Daemon id to assign (default: generated at attestation).
+    #[serde(rename = "daemonID", default, skip_serializing_if = "Option::is_none")]
+    pub daemon_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinTokenStatus {
+    #[serde(default)]
+    pub used: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<String>,
+}
