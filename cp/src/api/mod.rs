@@ -1,0 +1,98 @@
+//! The Kubernetes-compatible HTTPS resource API.
+//!
+//! Clients authenticate with a client certificate from our CA (the admin certificate in
+//! `admin.kubeconfig`); the TLS layer accepts connections without one so that the API can answer
+//! `401 Unauthorized` as Kubernetes does instead of failing the handshake.
+//!
+//! Layout: [`server`] accepts TLS connections and identifies the [`Caller`]; [`resources`] and
+//! [`watch`] implement the REST semantics on the [`Store`](crate::store::Store); [`discovery`]
+//! describes the kinds to kubectl.
+
+mod discovery;
+mod error;
+mod object;
+mod resources;
+mod selector;
+mod server;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use riptides_wire::resource::ValidationContext;
+use riptides_wire::SpiffeId;
+
+pub use error::ApiError;
+pub use object::rfc3339;
+pub use server::{serve, ServingCert};
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Who is calling, from the verified client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// `spiffe://<td>/riptides/admin/<name>`: full access to the API.
+    Admin(SpiffeId),
+    /// Any other identity of our trust domain (daemons, workloads): no API access yet.
+    Identity(SpiffeId),
+    /// No client certificate.
+    Anonymous,
+}
+
+/// SPIFFE path prefix of operator identities.
+pub const ADMIN_PATH_PREFIX: &str = "/riptides/admin/";
+
+/// Shared by every request handler.
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub validation: ValidationContext,
+    pub max_request_body: usize,
+    pub max_watch_duration: Duration,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Builds the API router. Every route requires an admin caller.
+pub fn router(state: Arc<ApiState>) -> Router {
+    use resources as r;
+    let metrics = state.metrics.clone();
+    Router::new()
+        .route("/api", get(discovery::core_versions))
+        .route("/apis", get(discovery::groups))
+        .route("/apis/{group}", get(discovery::group))
+        .route("/apis/{group}/{version}", get(discovery::resources))
+        .route("/version", get(discovery::version))
+        .route("/openapi/v2", get(discovery::openapi_v2))
+        .route("/apis/{group}/{version}/{plural}", get(r::list_all))
+        .route("/apis/{group}/{version}/namespaces/{ns}/{plural}", get(r::list_namespaced).post(r::create))
+        .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}", get(r::get).put(r::replace).patch(r::patch).delete(r::delete))
+        .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/status", get(r::get_status).put(r::replace_status))
+        .fallback(|| async { ApiError::NotFound("the server could not find the requested resource".into()) })
+        .layer(middleware::from_fn(authorize))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let metrics = metrics.clone();
+            async move {
+                let verb = req.method().as_str().to_owned();
+                let resp = next.run(req).await;
+                metrics.api_request(&verb, resp.status().as_u16());
+                resp
+            }
+        }))
+        .with_state(state)
+}
+
+/// 401 without a client certificate, 403 for identities that are not operators.
+async fn authorize(req: Request, next: Next) -> Response {
+    match req.extensions().get::<Caller>() {
+        Some(Caller::Admin(_)) => next.run(req).await,
+        Some(Caller::Identity(id)) => {
+            ApiError::Forbidden(format!("{id} is not allowed to use the resource API")).into_response()
+        }
+        Some(Caller::Anonymous) | None => ApiError::Unauthorized.into_response(),
+    }
+}

@@ -1,0 +1,171 @@
+//! Converting between API objects and stored values, and the small JSON algebra the API needs
+//! (merge patch, Kubernetes `Table` rendering).
+
+use std::time::SystemTime;
+
+use serde_json::{json, Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::store::StoredObject;
+
+/// Stored values never hold `resourceVersion`: it is the store's `mod_revision`, injected on
+/// read, so the two can never disagree.
+pub fn to_stored(mut object: Value) -> Vec<u8> {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&object).expect("JSON values always serialise")
+}
+
+/// Decodes a stored object and sets `metadata.resourceVersion` to `revision`.
+pub fn from_stored(obj: &StoredObject, revision: u64) -> Result<Value, serde_json::Error> {
+    let mut v: Value = serde_json::from_slice(&obj.value)?;
+    set_resource_version(&mut v, revision);
+    Ok(v)
+}
+
+pub fn set_resource_version(v: &mut Value, revision: u64) {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+    }
+}
+
+pub fn meta_str<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
+    v.get("metadata")?.get(field)?.as_str()
+}
+
+pub fn meta_mut(v: &mut Value) -> &mut Map<String, Value> {
+    if !v.get("metadata").is_some_and(Value::is_object) {
+        v.as_object_mut().expect("checked to be an object").insert("metadata".into(), json!({}));
+    }
+    v.get_mut("metadata").and_then(Value::as_object_mut).expect("just ensured")
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            let t = target.as_object_mut().expect("just made an object");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    OffsetDateTime::from(t)
+        .replace_nanosecond(0)
+        .expect("0 is a valid nanosecond")
+        .format(&Rfc3339)
+        .expect("RFC 3339 formatting of a valid time")
+}
+
+/// A random RFC 4122 version 4 UUID for `metadata.uid`.
+pub fn new_uid() -> String {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).expect("system randomness");
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// Five random lowercase alphanumerics, for `metadata.generateName`.
+pub fn name_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut b = [0u8; 5];
+    aws_lc_rs::rand::fill(&mut b).expect("system randomness");
+    b.iter().map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char).collect()
+}
+
+/// Whether the client asked for the server-side `Table` rendering kubectl uses for `get`.
+pub fn wants_table(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.split(',').next().is_some_and(|first| first.contains("as=Table")))
+}
+
+/// Renders objects as a `meta.k8s.io/v1` Table with NAME and AGE columns (and NAMESPACE when
+/// listing across namespaces), as `kubectl get` expects.
+pub fn table(objects: &[Value], resource_version: Option<u64>, with_namespace: bool, now: SystemTime) -> Value {
+    let mut columns = Vec::new();
+    if with_namespace {
+        columns.push(json!({"name": "Namespace", "type": "string", "format": "", "description": "", "priority": 0}));
+    }
+    columns.push(json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}));
+    columns.push(json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}));
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            let mut cells = Vec::new();
+            if with_namespace {
+                cells.push(json!(meta_str(o, "namespace").unwrap_or_default()));
+            }
+            cells.push(json!(meta_str(o, "name").unwrap_or_default()));
+            cells.push(json!(age(meta_str(o, "creationTimestamp"), now)));
+            json!({
+                "cells": cells,
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": o.get("metadata").cloned().unwrap_or(json!({})),
+                }
+            })
+        })
+        .collect();
+    let mut metadata = json!({});
+    if let Some(rv) = resource_version {
+        metadata["resourceVersion"] = json!(rv.to_string());
+    }
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "columnDefinitions": columns, "rows": rows})
+}
+
+/// kubectl's short age format (`45s`, `12m`, `5h`, `3d`).
+pub fn age(created: Option<&str>, now: SystemTime) -> String {
+    let Some(created) = created.and_then(|c| OffsetDateTime::parse(c, &Rfc3339).ok()) else {
+        return "<unknown>".into();
+    };
+    let secs = (OffsetDateTime::from(now) - created).whole_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 48 * 3600 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc7386() {
+        let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}, "list": [1, 2]});
+        merge_patch(&mut t, &json!({"a": "z", "c": {"f": null}, "list": [3], "new": {"x": 1}}));
+        assert_eq!(t, json!({"a": "z", "c": {"d": "e"}, "list": [3], "new": {"x": 1}}));
+    }
+
+    #[test]
+    fn uid_and_names() {
+        let u = new_uid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert_ne!(new_uid(), u);
+        assert_eq!(name_suffix().len(), 5);
+    }
+
+    #[test]
+    fn table_detection() {
+        assert!(wants_table(Some("application/json;as=Table;v=v1;g=meta.k8s.io,application/json")));
+        assert!(!wants_table(Some("application/json")));
+        assert!(!wants_table(None));
+    }
+}

@@ -1,0 +1,334 @@
+//! Assembles the control plane: opens the store and the CA, binds the listeners, writes the
+//! admin kubeconfig on first start, and runs everything as one supervised actor tree:
+//!
+//! ```text
+//! cp-N (root supervisor)
+//! ├── store          compacts change history, publishes the store revision
+//! ├── ca             drives CA rotation (prepare -> active -> old) on its schedule
+//! ├── api            HTTPS resource API (8443)
+//! ├── health         /healthz, /readyz, /metrics (8080)
+//! └── token-gc       deletes join tokens long past their expiry
+//! ```
+
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use riptides_actors::{Supervisor, SupervisorConfig, SupervisorExit, SupervisorHandle};
+use riptides_wire::kubeconfig::Kubeconfig;
+use riptides_wire::resource::{ValidationContext, DEFAULT_NAMESPACE};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::api::{self, ApiState, ServingCert};
+use crate::ca::{Ca, CaConfig};
+use crate::config::Config;
+use crate::health::{self, HealthState};
+use crate::metrics::Metrics;
+use crate::store::{ObjectKey, RedbOptions, RedbStore, Store};
+use crate::task::task;
+
+/// Admin client certificates are long-lived (capped by the CA's own lifetime).
+const ADMIN_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Join tokens are deleted this long after they expired (kept a while for `token list`).
+const TOKEN_RETENTION: Duration = Duration::from_secs(3600);
+
+static INSTANCE: AtomicU64 = AtomicU64::new(0);
+
+/// A running control plane.
+pub struct ControlPlane {
+    api_addr: SocketAddr,
+    health_addr: SocketAddr,
+    kubeconfig: PathBuf,
+    store: Arc<dyn Store>,
+    ca: Arc<Ca>,
+    tree: SupervisorHandle,
+}
+
+impl ControlPlane {
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        create_private_dir(&config.data_dir)?;
+        let store_path = config.store_path();
+        let history = config.watch_history_revisions;
+        let store: Arc<dyn Store> = Arc::new(
+            tokio::task::spawn_blocking(move || {
+                RedbStore::open_with(&store_path, RedbOptions { history_revisions: history, ..RedbOptions::default() })
+            })
+            .await?
+            .with_context(|| format!("opening store {}", config.store_path().display()))?,
+        );
+        let ca_config = CaConfig {
+            ca_lifetime: config.ca_lifetime,
+            default_svid_ttl: config.default_svid_ttl,
+            max_svid_ttl: config.max_svid_ttl,
+            publish_lead: config.max_svid_ttl * 2,
+            ..CaConfig::new(config.trust_domain.clone())
+        };
+        let ca = Arc::new(Ca::open(config.ca_dir(), ca_config, SystemTime::now()).context("opening the CA")?);
+        let metrics = Arc::new(Metrics::new());
+
+        let api_listener = bind(config.api_addr, "API")?;
+        let health_listener = bind(config.health_addr, "health")?;
+        let api_addr = api_listener.local_addr()?;
+        let health_addr = health_listener.local_addr()?;
+
+        let mut names = config.api_server_names.clone();
+        names.push(api_addr.ip().to_string());
+        let serving = Arc::new(ServingCert::new(ca.clone(), &names)?);
+        serving.server_config().context("issuing the API serving certificate")?;
+
+        let server_url = config.advertise_url.clone().unwrap_or_else(|| {
+            let host = if api_addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { api_addr.ip().to_string() };
+            let host = if host.contains(':') { format!("[{host}]") } else { host };
+            format!("https://{host}:{}", api_addr.port())
+        });
+        let kubeconfig = config.kubeconfig_path();
+        write_admin_kubeconfig(&ca, &kubeconfig, &server_url).context("writing admin.kubeconfig")?;
+
+        let api_state = Arc::new(ApiState {
+            store: store.clone(),
+            validation: ValidationContext { trust_domain: config.trust_domain.clone() },
+            max_request_body: config.max_request_body,
+            max_watch_duration: config.max_watch_duration,
+            metrics: metrics.clone(),
+        });
+        let root_name = format!("cp-{}", INSTANCE.fetch_add(1, Ordering::Relaxed));
+        let health_state =
+            Arc::new(HealthState { store: store.clone(), metrics: metrics.clone(), supervisor: root_name.clone() });
+        let interval = config.controller_interval;
+
+        let children = vec![
+            {
+                let store = store.clone();
+                let metrics = metrics.clone();
+                task("store", move |cancel| {
+                    let (store, metrics) = (store.clone(), metrics.clone());
+                    async move { store_maintenance(store, metrics, history, interval, cancel).await }
+                })
+            },
+            {
+                let ca = ca.clone();
+                task("ca", move |cancel| {
+                    let ca = ca.clone();
+                    async move { ca_rotation(ca, interval, cancel).await }
+                })
+            },
+            {
+                let router = api::router(api_state);
+                let listener = api_listener;
+                task("api", move |cancel| {
+                    let router = router.clone();
+                    let serving = serving.clone();
+                    let metrics = metrics.clone();
+                    let listener = listener.try_clone();
+                    async move {
+                        let listener = tokio::net::TcpListener::from_std(listener.context("cloning the API listener")?)?;
+                        api::serve(listener, serving, router, metrics, cancel).await
+                    }
+                })
+            },
+            {
+                let router = health::router(health_state);
+                let listener = health_listener;
+                task("health", move |cancel| {
+                    let router = router.clone();
+                    let listener = listener.try_clone();
+                    async move {
+                        let listener = tokio::net::TcpListener::from_std(listener.context("cloning the health listener")?)?;
+                        axum::serve(listener, router).with_graceful_shutdown(cancel.cancelled_owned()).await?;
+                        Ok(())
+                    }
+                })
+            },
+            {
+                let store = store.clone();
+                task("token-gc", move |cancel| {
+                    let store = store.clone();
+                    async move { token_gc(store, interval, cancel).await }
+                })
+            },
+        ];
+        let tree = Supervisor::start(root_name.clone(), SupervisorConfig::with_budget(10, Duration::from_secs(60)), children)
+            .await
+            .context("starting the control plane's actor tree")?;
+        tracing::info!(%api_addr, %health_addr, trust_domain = %config.trust_domain, data_dir = %config.data_dir.display(), supervisor = %root_name, "control plane started");
+        Ok(ControlPlane { api_addr, health_addr, kubeconfig, store, ca, tree })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    pub fn health_addr(&self) -> SocketAddr {
+        self.health_addr
+    }
+
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn ca(&self) -> &Arc<Ca> {
+        &self.ca
+    }
+
+    /// Waits until the tree ends by itself (escalation) and says why.
+    pub async fn wait(&self) -> SupervisorExit {
+        self.tree.wait().await
+    }
+
+    /// Stops every child in reverse start order.
+    pub async fn shutdown(self) -> SupervisorExit {
+        self.tree.shutdown(Some("shutdown requested".into())).await
+    }
+}
+
+fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<StdTcpListener> {
+    let l = StdTcpListener::bind(addr).with_context(|| format!("binding the {what} listener on {addr}"))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "data dir is accessible to other users");
+    }
+    Ok(())
+}
+
+/// Writes `admin.kubeconfig` (mode 0600: it holds the admin private key) on first start, and
+/// rewrites it when the API address changed or the admin certificate is no longer trusted.
+fn write_admin_kubeconfig(ca: &Ca, path: &Path, server_url: &str) -> anyhow::Result<()> {
+    let bundle_pem = ca.bundle().to_pem();
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok(mut kc) = Kubeconfig::parse(&text) {
+            if let Ok(creds) = kc.credentials() {
+                let cert_still_trusted = creds.client_cert_pem.as_ref().is_some_and(|c| cert_chains_to_bundle(c, ca));
+                if cert_still_trusted {
+                    if creds.server == server_url && creds.ca_pem == bundle_pem.as_bytes() {
+                        return Ok(());
+                    }
+                    for c in &mut kc.clusters {
+                        c.cluster.server = server_url.to_owned();
+                        c.cluster.certificate_authority_data =
+                            Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bundle_pem.as_bytes()));
+                    }
+                    return write_private(path, kc.to_yaml().as_bytes());
+                }
+            }
+        }
+    }
+    let admin = ca.trust_domain().workload_id(&format!("{}admin", api::ADMIN_PATH_PREFIX.trim_start_matches('/')))?;
+    let (svid, key) = ca.issue_with_new_key(&admin, &[], &[], Some(ADMIN_CERT_TTL), SystemTime::now())?;
+    let kc = Kubeconfig::single(
+        "riptides",
+        server_url,
+        bundle_pem.as_bytes(),
+        svid.chain_pem().as_bytes(),
+        key.to_pem().as_bytes(),
+        DEFAULT_NAMESPACE,
+    );
+    write_private(path, kc.to_yaml().as_bytes())?;
+    tracing::info!(path = %path.display(), identity = %admin, "wrote admin kubeconfig");
+    Ok(())
+}
+
+fn cert_chains_to_bundle(cert_pem: &[u8], ca: &Ca) -> bool {
+    use rustls_pki_types::pem::PemObject;
+    let Some(Ok(leaf)) = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem).next() else {
+        return false;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
+        return false;
+    };
+    let still_valid = cert.validity().time_to_expiration().is_some_and(|left| left.whole_days() > 30);
+    still_valid
+        && ca.bundle().roots().iter().any(|root| {
+            x509_parser::parse_x509_certificate(root.as_ref())
+                .is_ok_and(|(_, r)| cert.verify_signature(Some(r.public_key())).is_ok())
+        })
+}
+
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+async fn store_maintenance(
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    keep: u64,
+    interval: Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let rev = store.current_revision().await?;
+        metrics.store_revision.set(rev as i64);
+        store.compact(keep).await?;
+    }
+}
+
+async fn ca_rotation(ca: Arc<Ca>, interval: Duration, cancel: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let ca = ca.clone();
+        let outcome = tokio::task::spawn_blocking(move || ca.tick(SystemTime::now())).await??;
+        if !outcome.is_empty() {
+            tracing::info!(?outcome, "CA rotation step");
+        }
+    }
+}
+
+async fn token_gc(store: Arc<dyn Store>, interval: Duration, cancel: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    let rt = riptides_wire::resource::by_name("jointokens").expect("JoinToken is a known kind");
+    let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let (tokens, _) = store.list(&rt.store_key(), None).await?;
+        let now = OffsetDateTime::now_utc();
+        for t in tokens {
+            let expired_long_ago = serde_json::from_slice::<serde_json::Value>(&t.value)
+                .ok()
+                .and_then(|v| v.pointer("/spec/expiresAt").and_then(|e| e.as_str()).map(str::to_owned))
+                .and_then(|e| OffsetDateTime::parse(&e, &Rfc3339).ok())
+                .is_some_and(|exp| exp + TOKEN_RETENTION < now);
+            if expired_long_ago {
+                let key: &ObjectKey = &t.key;
+                match store.delete(key, Some(t.mod_revision)).await {
+                    Ok(_) => tracing::info!(token = %key.name, namespace = %key.namespace, "deleted expired join token"),
+                    Err(e) => tracing::debug!(token = %key.name, error = %e, "join token changed; retry next round"),
+                }
+            }
+        }
+    }
+}
