@@ -254,6 +254,9 @@ async fn write_update(
         meta.insert("generation".into(), json!(if spec_changed { generation + 1 } else { generation }));
     }
     let obj = validate(st, rt, &key.namespace, obj)?;
+    if expect != current.mod_revision {
+        return Err(ApiError::from_store(StoreError::Conflict { key: key.clone(), current: current.mod_revision }, &what(rt, &name)));
+    }
     if obj == cur {
         return from_stored(current, current.mod_revision).map_err(|e| ApiError::Internal(e.to_string()));
     }

@@ -58,7 +58,10 @@ impl CheckedCsr {
             CsrKeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
             CsrKeyType::Ed25519 => &rcgen::PKCS_ED25519,
         };
-        CsrPublicKey { bits: self.key_bits.clone(), alg }
+        CsrPublicKey {
+            bits: self.key_bits.clone(),
+            alg,
+        }
     }
 }
 
@@ -75,15 +78,21 @@ pub(crate) struct CheckedCsr {
 /// Parses and checks a DER CSR: well-formed, supported key, valid self-signature, no CA
 /// request, at most one URI SAN and that one a valid SPIFFE ID.
 pub(crate) fn check_csr(der: &[u8]) -> Result<CheckedCsr, CsrError> {
-    let (rest, csr) = X509CertificationRequest::from_der(der)
-        .map_err(|e| CsrError::Malformed(e.to_string()))?;
+    let (rest, csr) =
+        X509CertificationRequest::from_der(der).map_err(|e| CsrError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(CsrError::Malformed(format!("{} trailing bytes after the CSR", rest.len())));
+        return Err(CsrError::Malformed(format!(
+            "{} trailing bytes after the CSR",
+            rest.len()
+        )));
     }
     let info = &csr.certification_request_info;
     let spki = &info.subject_pki;
 
-    let key_type = key_type(&spki.algorithm.algorithm, spki.algorithm.parameters.as_ref())?;
+    let key_type = key_type(
+        &spki.algorithm.algorithm,
+        spki.algorithm.parameters.as_ref(),
+    )?;
     let sig_oid = &csr.signature_algorithm.algorithm;
     let alg = verification_alg(key_type, sig_oid)?;
     UnparsedPublicKey::new(alg, &spki.subject_public_key.data)
@@ -99,11 +108,10 @@ pub(crate) fn check_csr(der: &[u8]) -> Result<CheckedCsr, CsrError> {
         };
         for ext in &req.extensions {
             match ext.parsed_extension() {
-                ParsedExtension::BasicConstraints(bc) => {
-                    if bc.ca {
-                        return Err(CsrError::CaRequested);
-                    }
+                ParsedExtension::BasicConstraints(bc) if bc.ca => {
+                    return Err(CsrError::CaRequested);
                 }
+                ParsedExtension::BasicConstraints(_) => {}
                 ParsedExtension::SubjectAlternativeName(san) => {
                     for name in &san.general_names {
                         if let GeneralName::URI(u) = name {
@@ -125,14 +133,20 @@ pub(crate) fn check_csr(der: &[u8]) -> Result<CheckedCsr, CsrError> {
 
     let uri_san = match uris.as_slice() {
         [] => None,
-        [one] => Some(SpiffeId::parse(one).map_err(|source| CsrError::InvalidSpiffeId {
-            uri: (*one).to_owned(),
-            source,
-        })?),
+        [one] => Some(
+            SpiffeId::parse(one).map_err(|source| CsrError::InvalidSpiffeId {
+                uri: (*one).to_owned(),
+                source,
+            })?,
+        ),
         many => return Err(CsrError::MultipleUriSans(many.len())),
     };
 
-    Ok(CheckedCsr { key_bits: spki.subject_public_key.data.to_vec(), key_type, uri_san })
+    Ok(CheckedCsr {
+        key_bits: spki.subject_public_key.data.to_vec(),
+        key_type,
+        uri_san,
+    })
 }
 
 fn key_type(
@@ -148,7 +162,9 @@ fn key_type(
             Some(c) if c == OID_EC_P256 => Ok(CsrKeyType::EcdsaP256),
             Some(c) if c == OID_NIST_EC_P384 => Ok(CsrKeyType::EcdsaP384),
             Some(c) => Err(CsrError::UnsupportedKey(format!("EC curve {c}"))),
-            None => Err(CsrError::UnsupportedKey("EC key without a named curve".into())),
+            None => Err(CsrError::UnsupportedKey(
+                "EC key without a named curve".into(),
+            )),
         };
     }
     Err(CsrError::UnsupportedKey(format!("algorithm {alg}")))

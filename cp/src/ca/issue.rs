@@ -35,7 +35,9 @@ impl Ca {
                 });
             }
         }
-        let ttl = ttl.unwrap_or(self.config.default_svid_ttl).min(self.config.max_svid_ttl);
+        let ttl = ttl
+            .unwrap_or(self.config.default_svid_ttl)
+            .min(self.config.max_svid_ttl);
         Ok(self.issue(requested, &checked.public_key(), &[], &[], ttl, now)?)
     }
 
@@ -48,8 +50,9 @@ impl Ca {
         now: SystemTime,
     ) -> Result<Svid, CsrError> {
         use rustls_pki_types::pem::PemObject;
-        let der = rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
-            .map_err(|e| CsrError::BadPem(e.to_string()))?;
+        let der =
+            rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+                .map_err(|e| CsrError::BadPem(e.to_string()))?;
         self.sign_csr(der.as_ref(), requested, ttl, now)
     }
 
@@ -110,14 +113,20 @@ impl Ca {
         // Normal issuance holds the read lock while signing (CPU only, no I/O), so a rotation
         // cannot retire this generation between choosing it and signing with it.
         let state = read(&self.state);
-        let gen = state.active().ok_or(IssueError::NoActiveCa)?;
-        if now_s < gen.not_before_unix {
-            return Err(IssueError::CaNotYetValid { generation: gen.id });
+        let generation = state.active().ok_or(IssueError::NoActiveCa)?;
+        if now_s < generation.not_before_unix {
+            return Err(IssueError::CaNotYetValid {
+                generation: generation.id,
+            });
         }
-        let not_before = now_s.saturating_sub(self.config.backdate.as_secs()).max(gen.not_before_unix);
-        let not_after = util::add_secs(now_s, ttl).min(gen.not_after_unix);
+        let not_before = now_s
+            .saturating_sub(self.config.backdate.as_secs())
+            .max(generation.not_before_unix);
+        let not_after = util::add_secs(now_s, ttl).min(generation.not_after_unix);
         if not_after <= now_s {
-            return Err(IssueError::CaExpired { generation: gen.id });
+            return Err(IssueError::CaExpired {
+                generation: generation.id,
+            });
         }
         let params = leaf_params(&LeafSpec {
             id,
@@ -131,15 +140,15 @@ impl Ca {
         let cert = if not_after > max_end {
             let mut manifest = state.manifest.clone();
             drop(state);
-            if let Some(rec) = manifest.get_mut(gen.id) {
+            if let Some(rec) = manifest.get_mut(generation.id) {
                 let until = rec.long_lived_until_unix.unwrap_or(0).max(not_after);
                 rec.long_lived_until_unix = Some(until);
             }
             self.store.write_manifest(&manifest)?;
             write(&self.state).manifest = manifest;
-            params.signed_by(public_key, gen.issuer())?
+            params.signed_by(public_key, generation.issuer())?
         } else {
-            let cert = params.signed_by(public_key, gen.issuer())?;
+            let cert = params.signed_by(public_key, generation.issuer())?;
             drop(state);
             cert
         };
@@ -148,7 +157,7 @@ impl Ca {
         tracing::debug!(
             spiffe_id = %id,
             serial = %util::hex(&serial),
-            ca_generation = gen.id,
+            ca_generation = generation.id,
             not_after,
             "issued X509-SVID"
         );
@@ -156,8 +165,8 @@ impl Ca {
             spiffe_id: id.clone(),
             chain: vec![leaf.clone()],
             leaf,
-            issuer: gen.cert_der.clone(),
-            ca_generation: gen.id,
+            issuer: generation.cert_der.clone(),
+            ca_generation: generation.id,
             serial,
             not_before: util::from_unix(not_before),
             not_after: util::from_unix(not_after),

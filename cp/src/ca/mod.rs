@@ -113,30 +113,38 @@ impl Ca {
             Some(manifest) => Self::load(&store, &config, manifest)?,
             None => Self::create(&store, &config, now_s)?,
         };
-        Ok(Ca { config, store, state: RwLock::new(state), mutate: Mutex::new(()) })
+        Ok(Ca {
+            config,
+            store,
+            state: RwLock::new(state),
+            mutate: Mutex::new(()),
+        })
     }
 
     fn create(store: &Store, config: &CaConfig, now_s: u64) -> Result<State, CaError> {
         let mut manifest = Manifest::new(config.trust_domain.as_str());
         let id = manifest.next_generation;
-        let (gen, key_pem) = CaGeneration::generate(
+        let (generation, key_pem) = CaGeneration::generate(
             id,
             &config.trust_domain,
             now_s,
             config.backdate.as_secs(),
             config.ca_lifetime,
         )
-        .map_err(|source| CaError::Generate { generation: id, source })?;
+        .map_err(|source| CaError::Generate {
+            generation: id,
+            source,
+        })?;
         let (cert_file, key_file) = generation_file_names(id);
         store.write_secret(&key_file, key_pem.as_bytes())?;
-        store.write_public(&cert_file, gen.cert_pem().as_bytes())?;
+        store.write_public(&cert_file, generation.cert_pem().as_bytes())?;
         manifest.generations.push(GenerationRecord {
             id,
             state: GenerationState::Active,
             cert_file,
             key_file,
             created_unix: now_s,
-            not_after_unix: gen.not_after_unix,
+            not_after_unix: generation.not_after_unix,
             activated_unix: Some(now_s),
             retired_unix: None,
             prune_after_unix: None,
@@ -148,12 +156,12 @@ impl Ca {
         tracing::info!(
             trust_domain = %config.trust_domain,
             generation = id,
-            fingerprint = %gen.fingerprint,
-            not_after = gen.not_after_unix,
+            fingerprint = %generation.fingerprint,
+            not_after = generation.not_after_unix,
             dir = %store.dir().display(),
             "created a new root CA"
         );
-        let gens = BTreeMap::from([(id, Arc::new(gen))]);
+        let gens = BTreeMap::from([(id, Arc::new(generation))]);
         Ok(State { manifest, gens })
     }
 
@@ -168,13 +176,12 @@ impl Ca {
         for rec in &manifest.generations {
             let cert = store.read(&rec.cert_file)?;
             let key = store.read(&rec.key_file)?;
-            let gen = CaGeneration::load(rec.id, &cert, &key).map_err(|problem| {
-                StoreError::Corrupt {
+            let generation =
+                CaGeneration::load(rec.id, &cert, &key).map_err(|problem| StoreError::Corrupt {
                     path: store.path(&rec.cert_file),
                     reason: format!("generation {}: {problem}", rec.id),
-                }
-            })?;
-            gens.insert(rec.id, Arc::new(gen));
+                })?;
+            gens.insert(rec.id, Arc::new(generation));
         }
         let active = manifest.active().map(|r| r.id);
         tracing::info!(

@@ -81,8 +81,7 @@ impl CaGeneration {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         // The X509-SVID spec allows a signing certificate to carry the trust domain's ID.
-        params.subject_alt_names =
-            vec![SanType::URI(trust_domain.id().as_str().try_into()?)];
+        params.subject_alt_names = vec![SanType::URI(trust_domain.id().as_str().try_into()?)];
         let cert = params.self_signed(&key)?;
         let key_pem = key.serialize_pem();
         let cert_der = cert.der().clone();
@@ -113,16 +112,22 @@ impl CaGeneration {
         let (rest, cert) = x509_parser::certificate::X509Certificate::from_der(&cert_der)
             .map_err(|e| LoadProblem::Cert(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(LoadProblem::Cert("trailing bytes after the certificate".into()));
+            return Err(LoadProblem::Cert(
+                "trailing bytes after the certificate".into(),
+            ));
         }
         let spki = &cert.tbs_certificate.subject_pki;
         let point: &[u8] = &spki.subject_public_key.data;
         if point != key.public_key_raw() {
-            return Err(LoadProblem::Cert("the private key does not match the certificate".into()));
+            return Err(LoadProblem::Cert(
+                "the private key does not match the certificate".into(),
+            ));
         }
         // Uncompressed P-256 point: 0x04 || X (32) || Y (32).
         if point.len() != 65 || point[0] != 0x04 {
-            return Err(LoadProblem::Cert("CA key is not an uncompressed P-256 point".into()));
+            return Err(LoadProblem::Cert(
+                "CA key is not an uncompressed P-256 point".into(),
+            ));
         }
         let not_before = cert.validity().not_before.timestamp();
         let not_after = cert.validity().not_after.timestamp();

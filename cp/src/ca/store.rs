@@ -82,11 +82,15 @@ impl Manifest {
     }
 
     pub fn active(&self) -> Option<&GenerationRecord> {
-        self.generations.iter().find(|g| g.state == GenerationState::Active)
+        self.generations
+            .iter()
+            .find(|g| g.state == GenerationState::Active)
     }
 
     pub fn prepared(&self) -> Option<&GenerationRecord> {
-        self.generations.iter().find(|g| g.state == GenerationState::Prepared)
+        self.generations
+            .iter()
+            .find(|g| g.state == GenerationState::Prepared)
     }
 
     pub fn get_mut(&mut self, id: u64) -> Option<&mut GenerationRecord> {
@@ -96,9 +100,15 @@ impl Manifest {
     /// Structural checks: exactly one active generation, at most one prepared, unique ids
     /// and file names that stay inside the directory.
     pub fn check(&self, path: &Path) -> Result<(), StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt { path: path.to_owned(), reason };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        };
         if self.version != MANIFEST_VERSION {
-            return Err(corrupt(format!("unsupported manifest version {}", self.version)));
+            return Err(corrupt(format!(
+                "unsupported manifest version {}",
+                self.version
+            )));
         }
         let count = |s| self.generations.iter().filter(|g| g.state == s).count();
         if count(GenerationState::Active) != 1 {
@@ -117,7 +127,9 @@ impl Manifest {
             return Err(corrupt("duplicate generation ids".into()));
         }
         if ids.last().is_some_and(|&max| max >= self.next_generation) {
-            return Err(corrupt("next_generation is not above every generation id".into()));
+            return Err(corrupt(
+                "next_generation is not above every generation id".into(),
+            ));
         }
         for g in &self.generations {
             for f in [&g.cert_file, &g.key_file] {
@@ -132,11 +144,7 @@ impl Manifest {
 
 /// A file name with no directory part, so a tampered manifest cannot point outside the dir.
 fn is_plain_file_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains('/')
-        && !name.contains('\0')
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
 }
 
 /// File names for a generation's certificate and key.
@@ -160,7 +168,9 @@ impl Store {
                 .create(dir)
                 .map_err(|e| StoreError::io(dir, e))?;
         }
-        Ok(Store { dir: dir.to_owned() })
+        Ok(Store {
+            dir: dir.to_owned(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -179,16 +189,22 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::io(path, e)),
         };
-        let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|source| StoreError::Manifest { path: path.clone(), source })?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::Manifest {
+                path: path.clone(),
+                source,
+            })?;
         manifest.check(&path)?;
         Ok(Some(manifest))
     }
 
     pub fn write_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
         let path = self.path(MANIFEST_FILE);
-        let mut json = serde_json::to_vec_pretty(manifest)
-            .map_err(|source| StoreError::Manifest { path: path.clone(), source })?;
+        let mut json =
+            serde_json::to_vec_pretty(manifest).map_err(|source| StoreError::Manifest {
+                path: path.clone(),
+                source,
+            })?;
         json.push(b'\n');
         self.write_atomic(MANIFEST_FILE, &json, 0o644)
     }

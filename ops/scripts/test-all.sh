@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace. Installs what a fresh Debian 12 machine lacks first:
+# Debian packages the tests use as real peers (kubectl, openssl, nftables, iproute2) and
+# cargo-nextest if it is missing. Nothing is downloaded outside the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+need_pkgs=()
+command -v kubectl >/dev/null || need_pkgs+=(kubernetes-client)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+command -v nft >/dev/null || need_pkgs+=(nftables)
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "installing: ${need_pkgs[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+# Unit, integration and multi-process tests (doctests run separately: nextest skips them).
+cargo nextest run --workspace --no-fail-fast "$@"
+cargo test --workspace --doc
