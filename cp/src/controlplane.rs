@@ -90,6 +90,7 @@ impl ControlPlane {
 
         let api_state = Arc::new(ApiState {
             store: store.clone(),
+            ca: ca.clone(),
             validation: ValidationContext { trust_domain: config.trust_domain.clone() },
             max_request_body: config.max_request_body,
             max_watch_duration: config.max_watch_duration,

@@ -184,6 +184,15 @@ async fn callers_without_an_admin_certificate_are_refused() {
     assert_eq!(err.code(), Some(401), "{err}");
     let (status, _) = api.raw_get("/apis").await.unwrap();
     assert_eq!(status, 401);
+    // The trust bundle is public, as PEM and as a SPIFFE bundle.
+    let (status, pem) = api.raw_get("/trust-bundle.pem").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8_lossy(&pem), cp.ca().bundle().to_pem());
+    let (status, json) = api.raw_get("/.well-known/spiffe-bundle").await.unwrap();
+    assert_eq!(status, 200);
+    let bundle: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(bundle["keys"][0]["use"], "x509-svid");
+    assert!(bundle["spiffe_sequence"].as_u64().is_some());
 
     // A valid identity of the trust domain that is not an operator: 403.
     let daemon_id = cp.ca().trust_domain().workload_id("riptides/daemon/node-1").unwrap();

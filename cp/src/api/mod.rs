@@ -31,6 +31,7 @@ pub use error::ApiError;
 pub use object::rfc3339;
 pub use server::{serve, ServingCert};
 
+use crate::ca::Ca;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -51,6 +52,7 @@ pub const ADMIN_PATH_PREFIX: &str = "/riptides/admin/";
 /// Shared by every request handler.
 pub struct ApiState {
     pub store: Arc<dyn Store>,
+    pub ca: Arc<Ca>,
     pub validation: ValidationContext,
     pub max_request_body: usize,
     pub max_watch_duration: Duration,
@@ -61,7 +63,12 @@ pub struct ApiState {
 pub fn router(state: Arc<ApiState>) -> Router {
     use resources as r;
     let metrics = state.metrics.clone();
-    Router::new()
+    // The trust bundle is public: daemons fetch it before they have any identity (and check
+    // it against the pin they were installed with).
+    let public = Router::new()
+        .route("/trust-bundle.pem", get(bundle_pem))
+        .route("/.well-known/spiffe-bundle", get(bundle_spiffe));
+    let protected = Router::new()
         .route("/api", get(discovery::core_versions))
         .route("/apis", get(discovery::groups))
         .route("/apis/{group}", get(discovery::group))
@@ -73,7 +80,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}", get(r::get).put(r::replace).patch(r::patch).delete(r::delete))
         .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/status", get(r::get_status).put(r::replace_status))
         .fallback(|| async { ApiError::NotFound("the server could not find the requested resource".into()) })
-        .layer(middleware::from_fn(authorize))
+        .layer(middleware::from_fn(authorize));
+    public
+        .merge(protected)
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let metrics = metrics.clone();
             async move {
@@ -95,4 +104,12 @@ async fn authorize(req: Request, next: Next) -> Response {
         }
         Some(Caller::Anonymous) | None => ApiError::Unauthorized.into_response(),
     }
+}
+
+async fn bundle_pem(axum::extract::State(st): axum::extract::State<Arc<ApiState>>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/x-pem-file")], st.ca.bundle().to_pem()).into_response()
+}
+
+async fn bundle_spiffe(axum::extract::State(st): axum::extract::State<Arc<ApiState>>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], st.ca.bundle().to_spiffe_bundle_json()).into_response()
 }
