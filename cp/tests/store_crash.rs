@@ -87,6 +87,9 @@ struct Acked {
     deleted: HashSet<String>,
     counter: Option<String>,
     max_rev: u64,
+    /// A delete the child may have committed but not yet printed when it was killed: the
+    /// object is then allowed to be gone, since durable-but-unacknowledged writes are fine.
+    in_flight_delete: Option<String>,
 }
 
 impl Acked {
@@ -94,6 +97,9 @@ impl Acked {
     fn apply(&mut self, line: &str) {
         let parts: Vec<&str> = line.split(' ').collect();
         let rev = |s: &str| s.parse::<u64>().expect("revision");
+        if is_ack(line) {
+            self.in_flight_delete = None;
+        }
         match parts.as_slice() {
             ["PUT", name, value, r] => {
                 self.present.insert(name.to_string(), value.to_string());
@@ -106,6 +112,13 @@ impl Acked {
             ["CTR", value, r] => {
                 self.counter = Some(value.to_string());
                 self.bump(rev(r));
+                // Mirrors the child: after the counter of iteration i (i % 4 == 3) it deletes i-2.
+                if let Some((round, i)) = value.split_once('-') {
+                    let i: u64 = i.parse().expect("iteration");
+                    if i % 4 == 3 {
+                        self.in_flight_delete = Some(format!("r{round}-{}", i - 2));
+                    }
+                }
             }
             _ => {}
         }
@@ -214,13 +227,23 @@ fn acknowledged_writes_survive_kill_9() {
                 "revision {current} lost acknowledged revision {}",
                 acked.max_rev
             );
+            let mut resolved_delete = None;
             for (name, value) in &acked.present {
                 let got = store.get(&key(name)).await.unwrap();
+                if got.is_none() && acked.in_flight_delete.as_ref() == Some(name) {
+                    resolved_delete = Some(name.clone());
+                    continue;
+                }
                 assert_eq!(
                     got.map(|o| o.value),
                     Some(value.clone().into_bytes()),
                     "acknowledged write of {name} lost in round {round}"
                 );
+            }
+            // The in-flight delete did commit: from now on the object must stay gone.
+            if let Some(name) = resolved_delete {
+                acked.present.remove(&name);
+                acked.deleted.insert(name);
             }
             for name in &acked.deleted {
                 assert_eq!(

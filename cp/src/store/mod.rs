@@ -149,7 +149,9 @@ impl WatchEvent {
 }
 
 /// The storage contract behind the resource API. Implementations must be safe to share across
-/// tasks (`Arc<dyn Store>`), and every `Ok` from a write means the change is durable.
+/// tasks (`Arc<dyn Store>`), and every `Ok` from a write means the change is durable. A write
+/// whose future is dropped before completing may or may not have been applied (as with etcd);
+/// callers that need to know must read back.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Reads one object.
@@ -178,7 +180,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<StoredObject, StoreError>;
 
     /// Deletes an object (optionally only if its `mod_revision` equals `expect`) and returns its
-    /// last value.
+    /// last value with the revisions it had; the deletion's own revision is carried by the
+    /// [`WatchEvent::Deleted`] event.
     async fn delete(
         &self,
         key: &ObjectKey,
@@ -216,7 +219,8 @@ pub trait StoreExt: Store {
     /// value to write, or `None` to leave it unchanged (an `Err` from `f` aborts and is
     /// returned as is). The write is a compare-and-swap against what `f` saw, and `f` is
     /// re-run on a lost race, so two concurrent callers can never both act on the same state:
-    /// this is what makes "single use" tokens safe.
+    /// this is what makes "single use" tokens safe. Because it may run several times, `f` must
+    /// not have side effects.
     ///
     /// Returns the object as stored afterwards (`None` if it is absent and `f` wrote nothing).
     async fn update_with<F>(
