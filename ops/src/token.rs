@@ -114,7 +114,7 @@ async fn check_verifier(client: &riptides_wire::client::ApiClient, ns: &str, nam
     }
     if let Some(max) = v["spec"]["joinToken"]["maxTtl"].as_str().and_then(|m| GoDuration::parse(m).ok()) {
         if ttl > max.as_duration() {
-            bail!("--ttl {} is longer than verifier {name:?} allows ({max})", GoDuration(ttl));
+            bail!("--ttl {} is longer than verifier {name:?} allows ({max})", GoDuration::from(ttl));
         }
     }
     Ok(())

@@ -6,31 +6,7 @@ use riptides_wire::client::ApiClient;
 use riptides_wire::resource::{self, ResourceType};
 use serde_json::Value;
 
-pub const SEED_WORKLOAD: &str = r#"
-apiVersion: core.riptides.io/v1alpha1
-kind: WorkloadIdentity
-metadata:
-  name: frontend
-spec:
-  workloadID: frontend
-  scope:
-    daemonGroup:
-      id: web
-  egress:
-    - selectors:
-        - tier: backend
-      connection:
-        tls:
-          mode: MUTUAL
-      allowedSPIFFEIDs:
-        - "spiffe://example.com/orders-service"
-        - "spiffe://example.com/inventory-service"
-  ingress:
-    - port: 8000
-      allowedSPIFFEIDs:
-        - "spiffe://example.com/frontend"
-        - "spiffe://example.com/monitoring"
-"#;
+pub use riptides_wire::resource::examples::SEED_WORKLOAD_IDENTITY as SEED_WORKLOAD;
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter("warn,riptides_cp=info").with_test_writer().try_init();

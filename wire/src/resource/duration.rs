@@ -6,9 +6,27 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A non-negative duration with Go's text form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GoDuration(pub Duration);
+/// A non-negative duration with Go's text form. It serialises back to the exact text it was
+/// parsed from, so that an object an operator applies twice is unchanged the second time.
+#[derive(Debug, Clone)]
+pub struct GoDuration(pub Duration, Option<Box<str>>);
+
+impl PartialEq for GoDuration {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for GoDuration {}
+impl PartialOrd for GoDuration {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for GoDuration {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid duration {input:?}: {reason} (examples: \"90s\", \"10m\", \"1h30m\")")]
@@ -24,7 +42,7 @@ impl GoDuration {
             return Err(err("empty"));
         }
         if s == "0" {
-            return Ok(GoDuration(Duration::ZERO));
+            return Ok(GoDuration(Duration::ZERO, Some(s.into())));
         }
         let mut rest = s;
         let mut total = 0f64;
@@ -52,7 +70,7 @@ impl GoDuration {
         if !total.is_finite() || total > 100.0 * 365.0 * 86400.0 {
             return Err(err("too large"));
         }
-        Ok(GoDuration(Duration::from_secs_f64(total)))
+        Ok(GoDuration(Duration::from_secs_f64(total), Some(s.into())))
     }
 
     pub fn as_duration(&self) -> Duration {
@@ -62,12 +80,15 @@ impl GoDuration {
 
 impl From<Duration> for GoDuration {
     fn from(d: Duration) -> Self {
-        GoDuration(d)
+        GoDuration(d, None)
     }
 }
 
 impl fmt::Display for GoDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(text) = &self.1 {
+            return f.write_str(text);
+        }
         let d = self.0;
         if d.subsec_nanos() != 0 && d.as_secs() == 0 {
             return write!(f, "{}ms", d.as_millis());
@@ -109,8 +130,10 @@ mod tests {
         for bad in ["", "1", "h", "1d", "-1h", "1h-", "1..2h", "1e400h"] {
             assert!(GoDuration::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(GoDuration(Duration::from_secs(5400)).to_string(), "1h30m0s");
-        assert_eq!(GoDuration(Duration::from_secs(90)).to_string(), "1m30s");
-        assert_eq!(GoDuration(Duration::from_millis(500)).to_string(), "500ms");
+        assert_eq!(GoDuration::from(Duration::from_secs(5400)).to_string(), "1h30m0s");
+        assert_eq!(GoDuration::parse("1.5h").unwrap().to_string(), "1.5h");
+        assert_eq!(GoDuration::parse("90s").unwrap(), GoDuration::parse("1m30s").unwrap());
+        assert_eq!(GoDuration::from(Duration::from_secs(90)).to_string(), "1m30s");
+        assert_eq!(GoDuration::from(Duration::from_millis(500)).to_string(), "500ms");
     }
 }

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod core;
 pub mod duration;
+pub mod examples;
 pub mod meta;
 mod validate;
 

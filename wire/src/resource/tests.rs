@@ -8,43 +8,7 @@ fn yaml(s: &str) -> Value {
     serde_yaml_ng::from_str(s).unwrap()
 }
 
-/// The seed's egress and ingress examples, exactly as written there, inside a WorkloadIdentity.
-const SEED_WORKLOAD: &str = r#"
-apiVersion: core.riptides.io/v1alpha1
-kind: WorkloadIdentity
-metadata:
-  name: frontend
-  namespace: riptides-system
-spec:
-  workloadID: frontend
-  scope:
-    daemonGroup:
-      id: web
-  selectors:
-    - process:name: frontend
-      process:uid: "1000"
-  connection:
-    tls:
-      mode: MUTUAL
-  egress:
-    - selectors:
-        - tier: backend
-      connection:
-        tls:
-          mode: MUTUAL
-      allowedSPIFFEIDs:
-        - "spiffe://example.com/orders-service"
-        - "spiffe://example.com/inventory-service"
-  ingress:
-    - port: 8000
-      allowedSPIFFEIDs:
-        - "spiffe://example.com/frontend"
-        - "spiffe://example.com/monitoring"
-  svid:
-    x509:
-      dnsNames: [frontend.internal.example.com]
-      ttl: 1h
-"#;
+use super::examples::SEED_WORKLOAD_IDENTITY as SEED_WORKLOAD;
 
 #[test]
 fn seed_yaml_is_accepted_as_written() {

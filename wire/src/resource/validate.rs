@@ -122,7 +122,7 @@ pub(super) fn workload_identity(s: &WorkloadIdentitySpec, ctx: &ValidationContex
                 errors.push(FieldError::new(format!("spec.svid.x509.dnsNames[{i}]"), e));
             }
         }
-        if let Some(ttl) = x509.ttl {
+        if let Some(ttl) = &x509.ttl {
             if ttl.0.as_secs() < 60 {
                 errors.push(FieldError::new("spec.svid.x509.ttl", "must be at least 1m"));
             }
