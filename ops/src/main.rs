@@ -131,9 +131,15 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Ctl(CtlCommand::Delete { kind, name }) => ctl::delete(&target, &kind, name.as_deref()).await,
         Command::Token(TokenCommand::Create { ttl, verifier, daemon_id }) => {
-            token::create(&target, token::CreateArgs { ttl: &ttl, verifier: verifier.as_deref(), daemon_id: daemon_id.as_deref() }).await
+            token::create(
+                &target,
+                token::CreateArgs { ttl: &ttl, verifier: verifier.as_deref(), daemon_id: daemon_id.as_deref() },
+            )
+            .await
         }
-        Command::Token(TokenCommand::List { all_namespaces, output }) => token::list(&target, all_namespaces, output).await,
+        Command::Token(TokenCommand::List { all_namespaces, output }) => {
+            token::list(&target, all_namespaces, output).await
+        }
         Command::Token(TokenCommand::Revoke { name }) => token::revoke(&target, &name).await,
     }
 }
@@ -142,7 +148,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RIPTIDES_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("RIPTIDES_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -172,7 +179,10 @@ mod tests {
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from(["riptides", "ctl", "get", "wi", "-A", "-o", "yaml", "-n", "x"]).unwrap();
         assert_eq!(cli.namespace.as_deref(), Some("x"));
-        assert!(matches!(cli.command, Command::Ctl(CtlCommand::Get { all_namespaces: true, output: Some(OutputFormat::Yaml), .. })));
+        assert!(matches!(
+            cli.command,
+            Command::Ctl(CtlCommand::Get { all_namespaces: true, output: Some(OutputFormat::Yaml), .. })
+        ));
         let cli = Cli::try_parse_from(["riptides", "token", "create"]).unwrap();
         assert!(matches!(cli.command, Command::Token(TokenCommand::Create { ref ttl, .. }) if ttl == "10m"));
         assert!(Cli::try_parse_from(["riptides", "ctl", "apply"]).is_err());

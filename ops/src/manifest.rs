@@ -43,7 +43,8 @@ pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Value>> {
         }
     } else {
         for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-            let v = Value::deserialize(doc).map_err(|e| anyhow!("{source}: document {} is not valid YAML: {e}", i + 1))?;
+            let v =
+                Value::deserialize(doc).map_err(|e| anyhow!("{source}: document {} is not valid YAML: {e}", i + 1))?;
             raw.push(v);
         }
     }
@@ -68,7 +69,12 @@ pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Value>> {
 ///
 /// `explicit_ns` is the `-n` the user typed: an object in another namespace is refused, as
 /// kubectl does. `default_ns` fills objects without a namespace.
-pub fn prepare(objects: Vec<Value>, explicit_ns: Option<&str>, default_ns: &str, source: &str) -> Result<Vec<Document>> {
+pub fn prepare(
+    objects: Vec<Value>,
+    explicit_ns: Option<&str>,
+    default_ns: &str,
+    source: &str,
+) -> Result<Vec<Document>> {
     let mut docs = Vec::new();
     let mut problems = Vec::new();
     for (i, mut object) in objects.into_iter().enumerate() {
@@ -94,7 +100,11 @@ fn describe(object: &Value) -> String {
     }
 }
 
-fn prepare_one(object: &mut Value, explicit_ns: Option<&str>, default_ns: &str) -> Result<(&'static ResourceType, Option<Value>)> {
+fn prepare_one(
+    object: &mut Value,
+    explicit_ns: Option<&str>,
+    default_ns: &str,
+) -> Result<(&'static ResourceType, Option<Value>)> {
     let Value::Object(map) = object else {
         bail!("not an object (expected a mapping with apiVersion, kind, metadata and spec)");
     };
@@ -211,7 +221,12 @@ spec:
         assert!(e.starts_with("x.yaml: document 2 is not valid YAML"), "{e}");
         let objs = parse_documents("apiVersion: auth.riptides.io/v1alpha1\nkind: Verifier\nmetadata: {name: a}\nspec: {method: joinToken}\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n", "x.yaml").unwrap();
         let e = prepare(objs, None, "ns", "x.yaml").unwrap_err().to_string();
-        assert!(e.starts_with("x.yaml: document 2 (Widget \"w\"): unknown kind \"Widget\" in apiVersion \"example.com/v1\""), "{e}");
+        assert!(
+            e.starts_with(
+                "x.yaml: document 2 (Widget \"w\"): unknown kind \"Widget\" in apiVersion \"example.com/v1\""
+            ),
+            "{e}"
+        );
         let objs = parse_documents("apiVersion: auth.riptides.io/v1alpha1\nkind: Verifier\nmetadata: {name: a, namespace: x}\nspec: {method: joinToken, colour: red}\n", "x.yaml").unwrap();
         let e = prepare(objs, Some("y"), "ns", "x.yaml").unwrap_err().to_string();
         assert!(e.contains("does not match the namespace given with -n"), "{e}");
@@ -221,7 +236,10 @@ spec:
         )
         .unwrap();
         let e = prepare(objs, None, "ns", "x.yaml").unwrap_err().to_string();
-        assert!(e.contains("document 1 (Verifier \"a\"): invalid Verifier: spec.colour: unknown field `colour`"), "{e}");
+        assert!(
+            e.contains("document 1 (Verifier \"a\"): invalid Verifier: spec.colour: unknown field `colour`"),
+            "{e}"
+        );
         let objs = parse_documents("- 1\n", "x.yaml").unwrap();
         assert!(prepare(objs, None, "ns", "x").unwrap_err().to_string().contains("not an object"));
     }

@@ -80,7 +80,12 @@ fn wide_values(kind: &str, o: &Value) -> Vec<String> {
                 (None, Some(g)) => format!("group:{g}"),
                 _ => "<none>".into(),
             };
-            vec![text(s(o, &["spec", "workloadID"])), scope, count(s(o, &["spec", "egress"])), count(s(o, &["spec", "ingress"]))]
+            vec![
+                text(s(o, &["spec", "workloadID"])),
+                scope,
+                count(s(o, &["spec", "egress"])),
+                count(s(o, &["spec", "ingress"])),
+            ]
         }
         "Service" => {
             let addrs = s(o, &["spec", "addresses"])

@@ -58,7 +58,14 @@ pub fn token_hash(secret: &str) -> String {
 }
 
 /// The JoinToken object for a token.
-pub fn token_object(id: &str, secret: &str, namespace: &str, expires_at: &str, verifier: Option<&str>, daemon_id: Option<&str>) -> Value {
+pub fn token_object(
+    id: &str,
+    secret: &str,
+    namespace: &str,
+    expires_at: &str,
+    verifier: Option<&str>,
+    daemon_id: Option<&str>,
+) -> Value {
     let mut spec = json!({ "tokenHash": token_hash(secret), "expiresAt": expires_at });
     if let Some(v) = verifier {
         spec["verifier"] = v.into();
@@ -81,14 +88,16 @@ pub struct CreateArgs<'a> {
 }
 
 pub async fn create(target: &Target, args: CreateArgs<'_>) -> Result<()> {
-    let ttl = GoDuration::parse(args.ttl).context("invalid --ttl")?.as_duration();
+    let ttl = GoDuration::parse(args.ttl).context("invalid --ttl")?;
+    let ttl_text = ttl.to_string();
+    let ttl = ttl.as_duration();
     if ttl.as_secs() < 1 {
         bail!("invalid --ttl: must be at least 1s");
     }
     let client = target.client()?;
     let ns = target.namespace.as_str();
     if let Some(name) = args.verifier {
-        check_verifier(&client, ns, name, ttl).await?;
+        check_verifier(&client, ns, name, ttl, &ttl_text).await?;
     }
     let (id, secret) = generate()?;
     let expires_at = timefmt::format_rfc3339(timefmt::now_unix() + ttl.as_secs() as i64);
@@ -101,7 +110,13 @@ pub async fn create(target: &Target, args: CreateArgs<'_>) -> Result<()> {
 
 /// Early, clear refusals for a verifier that does not exist, is of another method, or caps
 /// the TTL below the one asked for. The server checks again.
-async fn check_verifier(client: &riptides_wire::client::ApiClient, ns: &str, name: &str, ttl: std::time::Duration) -> Result<()> {
+async fn check_verifier(
+    client: &riptides_wire::client::ApiClient,
+    ns: &str,
+    name: &str,
+    ttl: std::time::Duration,
+    ttl_text: &str,
+) -> Result<()> {
     let rt = by_name("verifier").expect("Verifier is a known kind");
     let v = match client.get(rt, ns, name).await {
         Ok(v) => v,
@@ -114,7 +129,7 @@ async fn check_verifier(client: &riptides_wire::client::ApiClient, ns: &str, nam
     }
     if let Some(max) = v["spec"]["joinToken"]["maxTtl"].as_str().and_then(|m| GoDuration::parse(m).ok()) {
         if ttl > max.as_duration() {
-            bail!("--ttl {} is longer than verifier {name:?} allows ({max})", GoDuration::from(ttl));
+            bail!("--ttl {ttl_text} is longer than verifier {name:?} allows ({max})");
         }
     }
     Ok(())
@@ -234,6 +249,9 @@ mod tests {
         let o = json!({"spec": {"expiresAt": "1970-01-01T00:01:40Z"}});
         assert_eq!(token_state(&o, 99), "valid");
         assert_eq!(token_state(&o, 100), "expired");
-        assert_eq!(token_state(&json!({"spec": {"expiresAt": "1970-01-01T00:01:40Z"}, "status": {"used": true}}), 0), "used");
+        assert_eq!(
+            token_state(&json!({"spec": {"expiresAt": "1970-01-01T00:01:40Z"}, "status": {"used": true}}), 0),
+            "used"
+        );
     }
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use aws_lc_rs::digest;
-use common::{Fixture, MANIFEST};
+use common::{manifest, Fixture};
 use serde_json::Value;
 
 fn json(text: &str) -> Value {
@@ -13,18 +13,25 @@ fn json(text: &str) -> Value {
 #[test]
 fn apply_get_delete_round_trip() {
     let f = Fixture::start();
-    let manifest = f.file("app.yaml", MANIFEST);
+    let app = f.file("app.yaml", &manifest());
 
-    let out = f.riptides(&["ctl", "apply", "-f", &manifest]).ok();
-    assert_eq!(out.stdout, "verifier/join created\nservice/orders created\nworkloadidentity/frontend created\n", "{}", out.stderr);
+    let out = f.riptides(&["ctl", "apply", "-f", &app]).ok();
+    assert_eq!(
+        out.stdout, "verifier/join created\nservice/orders created\nworkloadidentity/frontend created\n",
+        "{}",
+        out.stderr
+    );
 
-    let out = f.riptides(&["ctl", "apply", "-f", &manifest]).ok();
+    let out = f.riptides(&["ctl", "apply", "-f", &app]).ok();
     assert_eq!(out.stdout, "verifier/join unchanged\nservice/orders unchanged\nworkloadidentity/frontend unchanged\n");
 
-    let changed = f.file("app2.yaml", &MANIFEST.replace("- port: 8000", "- port: 8443"));
+    let changed = f.file("app2.yaml", &manifest().replace("- port: 8000", "- port: 8443"));
     let out = f.riptides(&["ctl", "apply", "-f", &changed]).ok();
     assert_eq!(out.stdout, "verifier/join unchanged\nservice/orders unchanged\nworkloadidentity/frontend configured\n");
-    let relabelled = f.file("app3.yaml", &MANIFEST.replace("- port: 8000", "- port: 8443").replace("app: orders", "app: orders-v2"));
+    let relabelled = f.file(
+        "app3.yaml",
+        &manifest().replace("- port: 8000", "- port: 8443").replace("app: orders", "app: orders-v2"),
+    );
     let out = f.riptides(&["ctl", "apply", "-f", &relabelled]).ok();
     assert_eq!(out.stdout, "verifier/join unchanged\nservice/orders configured\nworkloadidentity/frontend unchanged\n");
 
@@ -92,7 +99,7 @@ fn sha256_hex(s: &str) -> String {
 #[test]
 fn join_tokens() {
     let f = Fixture::start();
-    f.riptides(&["ctl", "apply", "-f", &f.file("app.yaml", MANIFEST)]).ok();
+    f.riptides(&["ctl", "apply", "-f", &f.file("app.yaml", &manifest())]).ok();
 
     let before = now_rfc3339(15 * 60 - 5);
     let out = f.riptides(&["token", "create", "--ttl", "15m", "--verifier", "join", "--daemon-id", "node-1"]).ok();
@@ -129,7 +136,7 @@ fn join_tokens() {
 
     // Early refusals.
     let out = f.riptides(&["token", "create", "--ttl", "2h", "--verifier", "join"]).fails();
-    assert!(out.stderr.contains("longer than verifier \"join\" allows (1h0m0s)"), "{}", out.stderr);
+    assert!(out.stderr.contains("longer than verifier \"join\" allows (1h)"), "{}", out.stderr);
     assert_eq!(out.stdout, "");
     let out = f.riptides(&["token", "create", "--verifier", "nope"]).fails();
     assert!(out.stderr.contains("verifier \"nope\" not found"), "{}", out.stderr);
@@ -168,15 +175,22 @@ fn errors_are_clear() {
     assert!(out.stderr.contains("document 1 is not valid YAML"), "{}", out.stderr);
 
     // An unknown kind in document 2: nothing is applied at all.
-    let unknown = f.file("unknown.yaml", &format!("{MANIFEST}---\napiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n"));
+    let unknown = f.file(
+        "unknown.yaml",
+        &format!("{}---\napiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n", manifest()),
+    );
     let out = f.riptides(&["ctl", "apply", "-f", &unknown]).fails();
-    assert!(out.stderr.contains("document 4 (Widget \"w\"): unknown kind \"Widget\" in apiVersion \"example.com/v1\""), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("document 4 (Widget \"w\"): unknown kind \"Widget\" in apiVersion \"example.com/v1\""),
+        "{}",
+        out.stderr
+    );
     assert_eq!(out.stdout, "");
     let out = f.riptides(&["ctl", "get", "verifiers"]).ok();
     assert_eq!(out.stdout, "", "nothing was applied");
 
     // Local validation names the field.
-    let typo = f.file("typo.yaml", &MANIFEST.replace("allowedSPIFFEIDs", "allowedSpiffeIds"));
+    let typo = f.file("typo.yaml", &manifest().replace("allowedSPIFFEIDs", "allowedSpiffeIds"));
     let out = f.riptides(&["ctl", "apply", "-f", &typo]).fails();
     assert!(
         out.stderr.contains(
@@ -187,15 +201,32 @@ fn errors_are_clear() {
     );
 
     // The server is the authority on the trust domain: its Status message is shown.
-    let foreign = f.file("foreign.yaml", &MANIFEST.replace("spiffe://example.com/orders-service", "spiffe://evil.org/orders-service"));
+    let foreign = f.file(
+        "foreign.yaml",
+        &manifest().replace("spiffe://example.com/orders-service", "spiffe://evil.org/orders-service"),
+    );
     let out = f.riptides(&["ctl", "apply", "-f", &foreign]).fails();
-    assert!(out.stdout.contains("verifier/join created") && out.stdout.contains("service/orders created"), "{}", out.stdout);
     assert!(
-        out.stderr.contains("document 3 (WorkloadIdentity \"frontend\")") && out.stderr.contains("not in trust domain example.com"),
+        out.stdout.contains("verifier/join created") && out.stdout.contains("service/orders created"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("document 3 (WorkloadIdentity \"frontend\")")
+            && out.stderr.contains("not in trust domain example.com"),
         "{}",
         out.stderr
     );
     assert!(out.stderr.contains("1 of 3 objects could not be applied"), "{}", out.stderr);
+
+    // An object in another namespace than the -n given is refused, as kubectl does.
+    let out = f.riptides(&["ctl", "apply", "-n", "team-a", "-f", &f.file("app.yaml", &manifest())]).fails();
+    assert!(
+        out.stderr
+            .contains("document 3 (WorkloadIdentity \"frontend\"): the namespace from the object (\"riptides-system\") does not match"),
+        "{}",
+        out.stderr
+    );
 
     let out = f.riptides(&["ctl", "get", "pods"]).fails();
     assert!(out.stderr.contains("doesn't have a resource type \"pods\""), "{}", out.stderr);

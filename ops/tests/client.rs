@@ -114,7 +114,10 @@ fn transport_errors_are_typed() {
         anonymous.client_cert_pem = None;
         anonymous.client_key_pem = None;
         let err = ApiClient::new(anonymous).unwrap().list(svc, None).await.unwrap_err();
-        assert!(matches!(err, ApiError::Tls { .. } | ApiError::Http { .. }) || matches!(err.code(), Some(401 | 403)), "{err:?}");
+        assert!(
+            matches!(err, ApiError::Tls { .. } | ApiError::Http { .. }) || matches!(err.code(), Some(401 | 403)),
+            "{err:?}"
+        );
 
         // Nothing listens: a connect error naming the address.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -130,7 +133,8 @@ fn transport_errors_are_typed() {
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut slow = creds.clone();
         slow.server = format!("https://{}", silent.local_addr().unwrap());
-        let client = ApiClient::new(slow).unwrap().with_timeouts(Duration::from_millis(300), Duration::from_millis(500));
+        let client =
+            ApiClient::new(slow).unwrap().with_timeouts(Duration::from_millis(300), Duration::from_millis(500));
         let err = client.list(svc, None).await.unwrap_err();
         assert!(matches!(err, ApiError::ConnectTimeout { .. } | ApiError::Timeout { .. }), "{err:?}");
     });

@@ -6,6 +6,7 @@ use riptides_wire::client::ApiClient;
 use riptides_wire::resource::{self, ResourceType};
 use serde_json::Value;
 
+#[allow(unused_imports)]
 pub use riptides_wire::resource::examples::SEED_WORKLOAD_IDENTITY as SEED_WORKLOAD;
 
 pub fn init_tracing() {

@@ -19,7 +19,8 @@ impl Fixture {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        let cp = rt.block_on(ControlPlane::start(Config::for_tests(&dir.path().join("cp")))).expect("control plane starts");
+        let cp =
+            rt.block_on(ControlPlane::start(Config::for_tests(&dir.path().join("cp")))).expect("control plane starts");
         let kubeconfig = cp.kubeconfig_path().to_path_buf();
         assert!(kubeconfig.exists(), "the control plane writes {}", kubeconfig.display());
         Fixture { rt, cp: Some(cp), kubeconfig, dir }
@@ -71,8 +72,20 @@ impl Run {
 
     #[track_caller]
     pub fn fails(self) -> Self {
-        assert_ne!(self.code, Some(0), "`riptides {}` should fail:\n{}\n{}", self.args.join(" "), self.stdout, self.stderr);
-        assert!(self.stderr.contains("error: "), "`riptides {}` failed without an error line: {}", self.args.join(" "), self.stderr);
+        assert_ne!(
+            self.code,
+            Some(0),
+            "`riptides {}` should fail:\n{}\n{}",
+            self.args.join(" "),
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains("error: "),
+            "`riptides {}` failed without an error line: {}",
+            self.args.join(" "),
+            self.stderr
+        );
         self
     }
 }
@@ -81,7 +94,9 @@ pub fn run(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_riptides"));
     cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
     cmd.env_remove("RIPTIDES_LOG").env_remove("RIPTIDES_KUBECONFIG");
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn riptides");
     if let Some(text) = stdin {
         child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write stdin");
@@ -95,8 +110,14 @@ pub fn run(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Run {
     }
 }
 
-/// A Verifier, a Service and a WorkloadIdentity with the seed's egress and ingress examples.
-pub const MANIFEST: &str = r#"
+/// A Verifier, a Service and the shared seed WorkloadIdentity (the seed's egress and ingress
+/// examples verbatim: egress to `tier: backend` in MUTUAL mode allowing
+/// `spiffe://example.com/orders-service`, ingress on port 8000).
+pub fn manifest() -> String {
+    format!("{VERIFIER_AND_SERVICE}---{}", riptides_wire::resource::examples::SEED_WORKLOAD_IDENTITY)
+}
+
+const VERIFIER_AND_SERVICE: &str = r#"
 apiVersion: auth.riptides.io/v1alpha1
 kind: Verifier
 metadata:
@@ -120,26 +141,4 @@ spec:
   addresses:
     - address: 10.0.0.10
       port: 8000
----
-apiVersion: core.riptides.io/v1alpha1
-kind: WorkloadIdentity
-metadata:
-  name: frontend
-spec:
-  workloadID: frontend
-  scope:
-    daemonGroup:
-      id: web
-  selectors:
-    - process:name: frontend
-  egress:
-    - selectors:
-        - tier: backend
-      connection:
-        tls:
-          mode: MUTUAL
-      allowedSPIFFEIDs:
-        - "spiffe://example.com/orders-service"
-  ingress:
-    - port: 8000
 "#;

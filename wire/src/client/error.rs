@@ -132,10 +132,15 @@ pub(crate) fn status_from_reply(code: u16, body: &[u8]) -> Status {
             return s;
         }
     }
-    let reason = hyper::StatusCode::from_u16(code).ok().and_then(|c| c.canonical_reason()).map(|r| r.replace(' ', "")).unwrap_or_default();
+    let reason = hyper::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|c| c.canonical_reason())
+        .map(|r| r.replace(' ', ""))
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(body);
     let text: String = text.trim().chars().take(512).collect();
-    let message = if text.is_empty() { format!("the server answered HTTP {code}") } else { format!("HTTP {code}: {text}") };
+    let message =
+        if text.is_empty() { format!("the server answered HTTP {code}") } else { format!("HTTP {code}: {text}") };
     Status::failure(code, &reason, message)
 }
 

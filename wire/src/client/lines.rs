@@ -63,7 +63,10 @@ mod tests {
 
     #[test]
     fn splits_across_chunk_boundaries() {
-        assert_eq!(split(&[b"{\"a\":1}\n{\"b\"", b":2}\n", b"\n\r\n{\"c\":3}"], 100).unwrap(), ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
+        assert_eq!(
+            split(&[b"{\"a\":1}\n{\"b\"", b":2}\n", b"\n\r\n{\"c\":3}"], 100).unwrap(),
+            ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]
+        );
         assert_eq!(split(&[b"x\r\n", b"y\r", b"\n"], 100).unwrap(), ["x", "y"]);
         assert_eq!(split(&[b"", b"\n\n"], 100).unwrap(), Vec::<String>::new());
         let byte_at_a_time: Vec<&[u8]> = b"ab\ncd\n".chunks(1).collect();

@@ -138,9 +138,11 @@ impl ApiClient {
     pub fn from_kubeconfig_file(path: impl AsRef<Path>) -> Result<Self, ApiError> {
         let path = path.as_ref();
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ApiError::KubeconfigRead { path: shown.clone(), source })?;
-        let creds =
-            Kubeconfig::parse(&text).and_then(|k| k.credentials()).map_err(|source| ApiError::Kubeconfig { path: shown, source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ApiError::KubeconfigRead { path: shown.clone(), source })?;
+        let creds = Kubeconfig::parse(&text)
+            .and_then(|k| k.credentials())
+            .map_err(|source| ApiError::Kubeconfig { path: shown, source })?;
         Self::new(creds)
     }
 
@@ -148,9 +150,10 @@ impl ApiClient {
     pub fn new(creds: ClientCredentials) -> Result<Self, ApiError> {
         let url = ServerUrl::parse(&creds.server)?;
         let name = creds.tls_server_name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| url.host.clone());
-        let server_name =
-            ServerName::try_from(name.clone()).map_err(|_| ApiError::TlsConfig(format!("{name:?} is not a valid TLS server name")))?;
-        let config = tls::client_config(&creds.ca_pem, creds.client_cert_pem.as_deref(), creds.client_key_pem.as_deref())?;
+        let server_name = ServerName::try_from(name.clone())
+            .map_err(|_| ApiError::TlsConfig(format!("{name:?} is not a valid TLS server name")))?;
+        let config =
+            tls::client_config(&creds.ca_pem, creds.client_cert_pem.as_deref(), creds.client_key_pem.as_deref())?;
         Ok(ApiClient {
             inner: Arc::new(Inner {
                 server: creds.server,
@@ -208,14 +211,26 @@ impl ApiClient {
     }
 
     /// `PUT`s a whole object; its `metadata.resourceVersion`, if set, must be current (else 409).
-    pub async fn replace(&self, rt: &ResourceType, namespace: &str, name: &str, object: &Value) -> Result<Value, ApiError> {
+    pub async fn replace(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        object: &Value,
+    ) -> Result<Value, ApiError> {
         let path = resource_path(rt, Some(namespace), Some(name));
         let body = encode(&Method::PUT, &path, object)?;
         self.json(Method::PUT, &path, Some((JSON, body))).await
     }
 
     /// `PATCH` with a JSON merge patch (RFC 7386).
-    pub async fn merge_patch(&self, rt: &ResourceType, namespace: &str, name: &str, patch: &Value) -> Result<Value, ApiError> {
+    pub async fn merge_patch(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<Value, ApiError> {
         let path = resource_path(rt, Some(namespace), Some(name));
         let body = encode(&Method::PATCH, &path, patch)?;
         self.json(Method::PATCH, &path, Some((MERGE_PATCH, body))).await
@@ -228,10 +243,17 @@ impl ApiClient {
 
     /// Watches one namespace (or all with `None`), from `resource_version` when given.
     ///
-    /// The stream yields events until the server ends the response or the stream is dropped.
+    /// The stream yields events (`BOOKMARK`s included: they carry only a `resourceVersion` to
+    /// resume from) until the server ends the response (the control plane caps a watch's
+    /// duration: watch again from the last `resourceVersion` seen) or the stream is dropped.
     /// An `ERROR` event is yielded as `Err(ApiError::Status(..))` (410 Gone: list again and
     /// watch from the list's `resourceVersion`).
-    pub async fn watch(&self, rt: &ResourceType, namespace: Option<&str>, resource_version: Option<&str>) -> Result<WatchStream, ApiError> {
+    pub async fn watch(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        resource_version: Option<&str>,
+    ) -> Result<WatchStream, ApiError> {
         let path = watch_path(rt, namespace, resource_version);
         let timeout = self.inner.request_timeout;
         let opened = tokio::time::timeout(timeout, async {
@@ -272,10 +294,19 @@ impl ApiClient {
         if !(200..300).contains(&code) {
             return Err(ApiError::Status(error::status_from_reply(code, &bytes)));
         }
-        serde_json::from_slice(&bytes).map_err(|source| ApiError::Decode { method: method.to_string(), path: path.to_owned(), source })
+        serde_json::from_slice(&bytes).map_err(|source| ApiError::Decode {
+            method: method.to_string(),
+            path: path.to_owned(),
+            source,
+        })
     }
 
-    async fn request(&self, method: Method, path: &str, body: Option<(&'static str, Bytes)>) -> Result<(u16, Bytes), ApiError> {
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Bytes)>,
+    ) -> Result<(u16, Bytes), ApiError> {
         let timeout = self.inner.request_timeout;
         tokio::time::timeout(timeout, async {
             let (response, _conn) = self.send(method.clone(), path, body).await?;
@@ -333,11 +364,9 @@ impl ApiClient {
                 server_name: server_name_text(&inner.server_name),
                 source,
             })?;
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|source| ApiError::Http {
-                method: method.to_string(),
-                path: path.to_owned(),
-                source,
-            })?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|source| ApiError::Http { method: method.to_string(), path: path.to_owned(), source })?;
             let task = tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "API connection ended with an error");
@@ -365,18 +394,24 @@ fn timed_out(method: &Method, path: &str, d: Duration) -> ApiError {
 }
 
 fn encode(method: &Method, path: &str, v: &Value) -> Result<Bytes, ApiError> {
-    serde_json::to_vec(v).map(Bytes::from).map_err(|source| ApiError::Encode { method: method.to_string(), path: path.to_owned(), source })
+    serde_json::to_vec(v).map(Bytes::from).map_err(|source| ApiError::Encode {
+        method: method.to_string(),
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Reads a whole body, refusing more than [`MAX_BODY_BYTES`].
 async fn read_body(mut body: Incoming, method: &Method, path: &str) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::BodyTooLarge { method: method.to_string(), path: path.to_owned(), limit: MAX_BODY_BYTES };
+    let too_large =
+        || ApiError::BodyTooLarge { method: method.to_string(), path: path.to_owned(), limit: MAX_BODY_BYTES };
     if body.size_hint().lower() > MAX_BODY_BYTES as u64 {
         return Err(too_large());
     }
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|source| ApiError::Http { method: method.to_string(), path: path.to_owned(), source })?;
+        let frame =
+            frame.map_err(|source| ApiError::Http { method: method.to_string(), path: path.to_owned(), source })?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > MAX_BODY_BYTES {
                 return Err(too_large());
@@ -416,8 +451,11 @@ impl WatchStream {
 }
 
 fn decode_event(line: &[u8], path: &str) -> Result<WatchEvent<Value>, ApiError> {
-    let event: WatchEvent<Value> =
-        serde_json::from_slice(line).map_err(|source| ApiError::Decode { method: "WATCH".into(), path: path.to_owned(), source })?;
+    let event: WatchEvent<Value> = serde_json::from_slice(line).map_err(|source| ApiError::Decode {
+        method: "WATCH".into(),
+        path: path.to_owned(),
+        source,
+    })?;
     if event.kind == WatchEventType::Error {
         let status = serde_json::from_value::<Status>(event.object.clone())
             .unwrap_or_else(|_| Status::failure(500, "InternalError", format!("watch error event: {}", event.object)));
@@ -446,7 +484,11 @@ impl Stream for WatchStream {
                 }
                 Poll::Ready(Some(Err(source))) => {
                     this.done = true;
-                    return Poll::Ready(Some(Err(ApiError::Http { method: "WATCH".into(), path: this.path.clone(), source })));
+                    return Poll::Ready(Some(Err(ApiError::Http {
+                        method: "WATCH".into(),
+                        path: this.path.clone(),
+                        source,
+                    })));
                 }
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
@@ -475,8 +517,11 @@ mod tests {
         let e = decode_event(br#"{"type":"ADDED","object":{"metadata":{"name":"a"}}}"#, "/p").unwrap();
         assert_eq!(e.kind, WatchEventType::Added);
         assert_eq!(e.object["metadata"]["name"], "a");
-        let gone = decode_event(br#"{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired","message":"too old"}}"#, "/p")
-            .unwrap_err();
+        let gone = decode_event(
+            br#"{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired","message":"too old"}}"#,
+            "/p",
+        )
+        .unwrap_err();
         assert!(gone.is_gone(), "{gone:?}");
         assert!(matches!(decode_event(b"{nope", "/p"), Err(ApiError::Decode { .. })));
     }

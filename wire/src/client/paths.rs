@@ -130,10 +130,16 @@ mod tests {
             resource_path(wi, Some("riptides-system"), Some("frontend")),
             "/apis/core.riptides.io/v1alpha1/namespaces/riptides-system/workloadidentities/frontend"
         );
-        assert_eq!(resource_path(wi, Some("ns"), None), "/apis/core.riptides.io/v1alpha1/namespaces/ns/workloadidentities");
+        assert_eq!(
+            resource_path(wi, Some("ns"), None),
+            "/apis/core.riptides.io/v1alpha1/namespaces/ns/workloadidentities"
+        );
         assert_eq!(resource_path(wi, None, None), "/apis/core.riptides.io/v1alpha1/workloadidentities");
         let jt = by_name("jointokens").unwrap();
-        assert_eq!(resource_path(jt, Some("a"), Some("x/../y")), "/apis/auth.riptides.io/v1alpha1/namespaces/a/jointokens/x%2F..%2Fy");
+        assert_eq!(
+            resource_path(jt, Some("a"), Some("x/../y")),
+            "/apis/auth.riptides.io/v1alpha1/namespaces/a/jointokens/x%2F..%2Fy"
+        );
         assert_eq!(watch_path(jt, None, None), "/apis/auth.riptides.io/v1alpha1/jointokens?watch=1");
         assert_eq!(
             watch_path(jt, Some("a"), Some("42")),
@@ -148,7 +154,10 @@ mod tests {
     #[test]
     fn parses_server_urls() {
         let u = ServerUrl::parse("https://127.0.0.1:8443").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.authority.as_str(), u.prefix.as_str()), ("127.0.0.1", 8443, "127.0.0.1:8443", ""));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.authority.as_str(), u.prefix.as_str()),
+            ("127.0.0.1", 8443, "127.0.0.1:8443", "")
+        );
         let u = ServerUrl::parse("HTTPS://cp.example.com/").unwrap();
         assert_eq!((u.host.as_str(), u.port, u.prefix.as_str()), ("cp.example.com", 443, ""));
         let u = ServerUrl::parse("https://[::1]:9/k8s/").unwrap();

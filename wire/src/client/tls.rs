@@ -14,8 +14,9 @@ fn err(msg: impl Into<String>) -> ApiError {
 }
 
 fn certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, ApiError> {
-    let certs =
-        rustls_pemfile::certs(&mut &pem[..]).collect::<Result<Vec<_>, _>>().map_err(|e| err(format!("cannot parse {what} PEM: {e}")))?;
+    let certs = rustls_pemfile::certs(&mut &pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(format!("cannot parse {what} PEM: {e}")))?;
     if certs.is_empty() {
         return Err(err(format!("{what} contains no PEM certificate")));
     }

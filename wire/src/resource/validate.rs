@@ -182,10 +182,8 @@ pub(super) fn credential_source(s: &CredentialSourceSpec, _ctx: &ValidationConte
         (CredentialSourceType::OAuth2ClientCredentials | CredentialSourceType::TokenExchange, None) => {
             errors.push(FieldError::new("spec.tokenEndpoint", "is required for this type"));
         }
-        (_, Some(ep)) => {
-            if !ep.token_url.starts_with("https://") && !ep.token_url.starts_with("http://") {
-                errors.push(FieldError::new("spec.tokenEndpoint.tokenURL", "must be an http(s) URL"));
-            }
+        (_, Some(ep)) if !ep.token_url.starts_with("https://") && !ep.token_url.starts_with("http://") => {
+            errors.push(FieldError::new("spec.tokenEndpoint.tokenURL", "must be an http(s) URL"));
         }
         _ => {}
     }
