@@ -8,11 +8,13 @@
 //! - [`health`], [`metrics`]: the plain-HTTP health listener and Prometheus metrics.
 
 pub mod api;
+pub mod attest;
 pub mod ca;
 pub mod config;
 pub mod controlplane;
 pub mod health;
 pub mod metrics;
+pub mod policy;
 pub mod store;
 mod task;
 

@@ -9,6 +9,7 @@
 //! - `client` (feature `client`): an HTTPS client for the resource API.
 
 pub mod kubeconfig;
+pub mod proto;
 pub mod resource;
 pub mod spiffe;
 

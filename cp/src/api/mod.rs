@@ -10,7 +10,7 @@
 
 mod discovery;
 mod error;
-mod object;
+pub(crate) mod object;
 mod resources;
 mod selector;
 mod server;

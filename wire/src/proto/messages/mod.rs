@@ -1,0 +1,353 @@
+//! The messages of the daemon <-> control plane protocol.
+//!
+//! Every stream is opened for exactly one exchange:
+//!
+//! | stream opened by | first frame | answer |
+//! | --- | --- | --- |
+//! | daemon | [`Request::Attest`] (bootstrap connection, server-authenticated TLS) | [`Response::Attested`] or [`Response::Error`] |
+//! | daemon | [`Request::RenewDaemonSvid`] (mTLS with the daemon SVID) | [`Response::Svid`] or error |
+//! | daemon | [`Request::SignWorkload`] (mTLS) | [`Response::Svid`] or error |
+//! | daemon | [`Request::WatchPolicy`] (mTLS) | a stream of [`Response::Policy`], kept open |
+//! | daemon | [`Request::ReportStatus`] (mTLS) | [`Response::Ack`] or error |
+//! | daemon | [`Request::Ping`] | [`Response::Pong`] |
+//! | control plane (tunnel) | [`TunnelRequest`] | one [`TunnelResponse`] |
+//!
+//! Any other frame at any point is an out-of-order frame: the receiver answers
+//! [`ErrorCode::BadRequest`] where it can and resets the stream. Sizes are not bounded per field:
+//! the frame limit bounds the whole message, and the decoder's budget bounds what any length
+//! field may claim.
+//!
+//! bincode is not self-describing, so these types are the wire format: reordering fields or
+//! variants is an incompatible change and needs a new [`super::PROTOCOL_VERSION`]; new enum
+//! variants go at the end (old peers refuse them as undecodable, which is a typed error).
+
+mod bytes;
+mod policy;
+mod tunnel;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use policy::{PolicyDocument, PolicyItem, PolicyItemError, PolicyKey, PolicyKind, PolicyUpdate};
+pub use tunnel::{ConnectionEntry, HealthReport, TunnelRequest, TunnelResponse};
+
+use super::FrameError;
+
+/// The first (and, except for [`Request::WatchPolicy`], only) frame on a daemon-opened stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Bootstrap: a daemon without a (valid) SVID proves itself with a join token and asks for its
+    /// daemon SVID. Sent on the server-authenticated bootstrap connection. Answered with
+    /// [`Response::Attested`], or [`Response::Error`] with [`ErrorCode::InvalidToken`],
+    /// [`ErrorCode::TokenExpired`], [`ErrorCode::TokenUsed`], [`ErrorCode::RateLimited`] or
+    /// [`ErrorCode::InvalidCsr`].
+    Attest(AttestRequest),
+    /// The daemon renews its own SVID (new key, same SPIFFE ID) over its mTLS connection.
+    /// Answered with [`Response::Svid`] or an error.
+    RenewDaemonSvid {
+        /// PKCS#10 CSR (DER) for the daemon's new key. Only the public key is used.
+        #[serde(with = "bytes::der")]
+        csr_der: Vec<u8>,
+    },
+    /// The daemon asks for a workload SVID. The CP signs only workload IDs that a
+    /// WorkloadIdentity scoped to this daemon allows. Answered with [`Response::Svid`], or
+    /// [`ErrorCode::Unauthorized`] / [`ErrorCode::InvalidCsr`].
+    SignWorkload(WorkloadCsr),
+    /// The daemon subscribes to its policy. The CP answers with [`Response::Policy`] frames on
+    /// the same stream for as long as it stays open: a [`PolicyUpdate::Snapshot`] first (unless it
+    /// can resume from `resume_from`, in which case only the deltas after it), then
+    /// [`PolicyUpdate::Delta`]s with increasing revisions.
+    WatchPolicy {
+        /// The last revision the daemon has applied (after a reconnect); `None` on first watch.
+        resume_from: Option<u64>,
+    },
+    /// Periodic (and on-change) status for the `Daemon` resource's status. Answered with
+    /// [`Response::Ack`].
+    ReportStatus(DaemonStatusReport),
+    /// Liveness probe of the application layer (QUIC keep-alive covers the transport).
+    /// Answered with [`Response::Pong`].
+    Ping,
+}
+
+impl Request {
+    /// A stable name for logs, metrics and [`FrameError::UnexpectedMessage`].
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Attest(_) => "Attest",
+            Request::RenewDaemonSvid { .. } => "RenewDaemonSvid",
+            Request::SignWorkload(_) => "SignWorkload",
+            Request::WatchPolicy { .. } => "WatchPolicy",
+            Request::ReportStatus(_) => "ReportStatus",
+            Request::Ping => "Ping",
+        }
+    }
+}
+
+/// Attestation with a join token. Its `Debug` hides the token's secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestRequest {
+    /// The join token, `"<id>.<secret>"`. The CP stores only a hash of the secret.
+    pub token: String,
+    /// PKCS#10 CSR (DER) for the daemon's key. Only the public key is used; the CP decides the
+    /// SPIFFE ID (`spiffe://<td>/riptides/daemon/<id>`).
+    #[serde(with = "bytes::der")]
+    pub csr_der: Vec<u8>,
+    /// What the daemon says about its host, recorded on the `Daemon` resource.
+    pub host: HostInfo,
+}
+
+impl AttestRequest {
+    /// The public id part of the token (before the first `.`), safe to log.
+    pub fn token_id(&self) -> &str {
+        self.token.split_once('.').map_or(self.token.as_str(), |(id, _)| id)
+    }
+}
+
+impl fmt::Debug for AttestRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttestRequest")
+            .field("token", &format_args!("{}.<redacted>", self.token_id()))
+            .field("csr_der", &format_args!("<{} bytes>", self.csr_der.len()))
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
+/// Host metadata reported at attestation (self-asserted: informative, never used for
+/// authorization).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub daemon_version: String,
+    /// Extra metadata (cloud instance, Kubernetes node...), in a stable order.
+    pub labels: Vec<(String, String)>,
+}
+
+/// A workload SVID request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadCsr {
+    /// The SPIFFE path under the trust domain (a WorkloadIdentity's `workloadID`, e.g.
+    /// `/ns/default/sa/web`).
+    pub workload_id: String,
+    /// PKCS#10 CSR (DER) for the workload's key. Only the public key is used.
+    #[serde(with = "bytes::der")]
+    pub csr_der: Vec<u8>,
+    /// Requested lifetime; the CP caps it by the WorkloadIdentity's `svid.x509.ttl` and its CA.
+    pub ttl_secs: Option<u32>,
+}
+
+/// What the daemon reports about itself; lands in the `Daemon` resource's status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatusReport {
+    /// The daemon's version string.
+    pub version: String,
+    /// The dataplane in use: `kernel`, `userspace` or `none`.
+    pub dataplane: String,
+    pub daemon_healthy: bool,
+    /// Health of the kernel driver; `None` when no driver is in use.
+    pub driver_healthy: Option<bool>,
+    /// The policy revision the daemon enforces; `None` before the first snapshot.
+    pub policy_revision: Option<u64>,
+}
+
+/// A frame sent by the control plane on a daemon-opened stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to [`Request::Attest`]: the daemon's identity, SVID and trust bundle. The daemon
+    /// persists these and reconnects with mutual TLS.
+    Attested(AttestResponse),
+    /// Answer to [`Request::RenewDaemonSvid`] and [`Request::SignWorkload`].
+    Svid(SvidMsg),
+    /// One step of a policy watch ([`Request::WatchPolicy`]).
+    Policy(PolicyUpdate),
+    /// Answer to [`Request::Ping`].
+    Pong,
+    /// Answer to [`Request::ReportStatus`].
+    Ack,
+    /// The request was refused or failed; the stream ends after it.
+    Error(ProtoError),
+}
+
+impl Response {
+    /// A stable name for logs, metrics and [`FrameError::UnexpectedMessage`].
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Attested(_) => "Attested",
+            Response::Svid(_) => "Svid",
+            Response::Policy(_) => "Policy",
+            Response::Pong => "Pong",
+            Response::Ack => "Ack",
+            Response::Error(_) => "Error",
+        }
+    }
+}
+
+/// Generates an `expect_*` helper (inside an `impl` block): the expected variant's content,
+/// [`FrameError::Remote`] for an `Error` answer, [`FrameError::UnexpectedMessage`] otherwise.
+macro_rules! expect_fn {
+    ($ty:ident, $(#[$m:meta])* $fn:ident => $variant:ident($out:ty)) => {
+        $(#[$m])*
+        pub fn $fn(self) -> Result<$out, FrameError> {
+            match self {
+                $ty::$variant(v) => Ok(v),
+                $ty::Error(e) => Err(FrameError::Remote(e)),
+                other => Err(FrameError::UnexpectedMessage { expected: stringify!($variant), got: other.kind() }),
+            }
+        }
+    };
+    ($ty:ident, $(#[$m:meta])* $fn:ident => $variant:ident) => {
+        $(#[$m])*
+        pub fn $fn(self) -> Result<(), FrameError> {
+            match self {
+                $ty::$variant => Ok(()),
+                $ty::Error(e) => Err(FrameError::Remote(e)),
+                other => Err(FrameError::UnexpectedMessage { expected: stringify!($variant), got: other.kind() }),
+            }
+        }
+    };
+}
+
+impl Response {
+    expect_fn!(Response,
+        /// The answer to [`Request::Attest`].
+        expect_attested => Attested(AttestResponse));
+    expect_fn!(Response,
+        /// The answer to [`Request::RenewDaemonSvid`] / [`Request::SignWorkload`].
+        expect_svid => Svid(SvidMsg));
+    expect_fn!(Response,
+        /// A frame of a policy watch.
+        expect_policy => Policy(PolicyUpdate));
+    expect_fn!(Response,
+        /// The answer to [`Request::Ping`].
+        expect_pong => Pong);
+    expect_fn!(Response,
+        /// The answer to [`Request::ReportStatus`].
+        expect_ack => Ack);
+}
+
+impl TunnelResponse {
+    expect_fn!(TunnelResponse,
+        /// The answer to [`TunnelRequest::ConnectionTable`].
+        expect_connection_table => ConnectionTable(Vec<ConnectionEntry>));
+    expect_fn!(TunnelResponse,
+        /// The answer to [`TunnelRequest::Health`].
+        expect_health => Health(HealthReport));
+    expect_fn!(TunnelResponse,
+        /// The answer to [`TunnelRequest::ConfigDump`].
+        expect_config_dump => ConfigDump(String));
+}
+
+/// The result of a successful attestation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestResponse {
+    /// The daemon's id (name of its `Daemon` resource); persisted by the daemon.
+    pub daemon_id: String,
+    /// `spiffe://<td>/riptides/daemon/<id>`.
+    pub spiffe_id: String,
+    /// The daemon SVID, leaf first, then intermediates (DER).
+    #[serde(with = "bytes::der_chain")]
+    pub svid_chain_der: Vec<Vec<u8>>,
+    /// The trust bundle to verify the CP (and peers) with from now on.
+    pub bundle: TrustBundleMsg,
+}
+
+/// An issued X509-SVID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SvidMsg {
+    pub spiffe_id: String,
+    /// Leaf first, then intermediates (DER).
+    #[serde(with = "bytes::der_chain")]
+    pub chain_der: Vec<Vec<u8>>,
+    /// The leaf's NotAfter, as Unix seconds, so the daemon can schedule rotation without
+    /// parsing the certificate.
+    pub not_after_unix: u64,
+}
+
+/// The X.509 roots of one trust domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustBundleMsg {
+    pub trust_domain: String,
+    /// The SPIFFE bundle sequence number; increases with every change (CA rotation), so a
+    /// receiver can ignore stale bundles.
+    pub sequence: u64,
+    /// Root certificates (DER); during a CA rotation both the old and the new root.
+    #[serde(with = "bytes::der_chain")]
+    pub roots_der: Vec<Vec<u8>>,
+}
+
+/// A typed refusal or failure, sent as the last frame of a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ProtoError {
+    pub code: ErrorCode,
+    /// Human-readable detail for logs; never contains secrets.
+    pub message: String,
+    /// For [`ErrorCode::RateLimited`] and [`ErrorCode::Unavailable`]: when to retry, if known.
+    pub retry_after_secs: Option<u32>,
+}
+
+impl ProtoError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtoError { code, message: message.into(), retry_after_secs: None }
+    }
+
+    pub fn with_retry_after(mut self, secs: u32) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+}
+
+/// Why the control plane (or, on the tunnel, the daemon) refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The join token is unknown or malformed.
+    InvalidToken,
+    /// The join token's TTL has passed.
+    TokenExpired,
+    /// The join token was already used (tokens are single use).
+    TokenUsed,
+    /// Too many attempts; retry later (see [`ProtoError::retry_after_secs`]).
+    RateLimited,
+    /// The caller may not have what it asked for (e.g. a workload ID not scoped to this daemon).
+    Unauthorized,
+    /// The CSR does not parse, its signature does not verify, or its key is unacceptable.
+    InvalidCsr,
+    /// The request is malformed or out of order.
+    BadRequest,
+    /// Temporarily unable to serve (overloaded, shutting down, store unavailable).
+    Unavailable,
+    /// A bug or unexpected failure on the serving side.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorCode::InvalidToken => "InvalidToken",
+            ErrorCode::TokenExpired => "TokenExpired",
+            ErrorCode::TokenUsed => "TokenUsed",
+            ErrorCode::RateLimited => "RateLimited",
+            ErrorCode::Unauthorized => "Unauthorized",
+            ErrorCode::InvalidCsr => "InvalidCsr",
+            ErrorCode::BadRequest => "BadRequest",
+            ErrorCode::Unavailable => "Unavailable",
+            ErrorCode::Internal => "Internal",
+        }
+    }
+
+    /// Whether retrying the same request later can succeed (drives the daemon's backoff versus
+    /// "tell the operator").
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Internal)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
