@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use riptides_wire::TrustDomain;
 
+use crate::attest::RateLimitConfig;
+
 /// Everything `riptides-controlplane` can be told. Flags map one to one onto these fields.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -37,6 +39,10 @@ pub struct Config {
     pub ca_lifetime: Duration,
     pub default_svid_ttl: Duration,
     pub max_svid_ttl: Duration,
+    /// Attestation attempts allowed per source address and in total.
+    pub attest_rate_limit: RateLimitConfig,
+    /// Largest daemon-protocol frame accepted.
+    pub max_frame: usize,
 }
 
 pub const DEFAULT_TRUST_DOMAIN: &str = "riptides.local";
@@ -59,6 +65,8 @@ impl Config {
             ca_lifetime: Duration::from_secs(365 * 24 * 3600),
             default_svid_ttl: Duration::from_secs(3600),
             max_svid_ttl: Duration::from_secs(24 * 3600),
+            attest_rate_limit: RateLimitConfig::default(),
+            max_frame: riptides_wire::proto::DEFAULT_MAX_FRAME,
         }
     }
 
@@ -71,6 +79,8 @@ impl Config {
             tunnel_addr: any,
             health_addr: any,
             controller_interval: Duration::from_secs(1),
+            // Hundreds of simulated daemons attest from one loopback address.
+            attest_rate_limit: RateLimitConfig::unlimited(),
             ..Config::new(data_dir, TrustDomain::parse("example.com").expect("valid literal"))
         }
     }

@@ -7,7 +7,10 @@
 //! ├── ca             drives CA rotation (prepare -> active -> old) on its schedule
 //! ├── api            HTTPS resource API (8443)
 //! ├── health         /healthz, /readyz, /metrics (8080)
-//! └── token-gc       deletes join tokens long past their expiry
+//! ├── token-gc       deletes join tokens long past their expiry
+//! ├── sessions       one session actor per connected daemon (added at run time)
+//! ├── quic           daemon endpoint on QUIC (9443/udp)
+//! └── tunnel         the same protocol on TCP+TLS (8001/tcp) where UDP is blocked
 //! ```
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
@@ -24,7 +27,10 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::api::{self, ApiState, ServingCert};
+use crate::attest::{Attestor, AttestorConfig, Authorizer, AuthorizerConfig, SigningPool};
 use crate::ca::{Ca, CaConfig};
+use crate::endpoint::{self, EndpointContext, LinkTls};
+use crate::policy::PolicyCompiler;
 use crate::config::Config;
 use crate::health::{self, HealthState};
 use crate::metrics::Metrics;
@@ -42,6 +48,9 @@ static INSTANCE: AtomicU64 = AtomicU64::new(0);
 pub struct ControlPlane {
     api_addr: SocketAddr,
     health_addr: SocketAddr,
+    quic_addr: SocketAddr,
+    tunnel_addr: SocketAddr,
+    sessions: String,
     kubeconfig: PathBuf,
     store: Arc<dyn Store>,
     ca: Arc<Ca>,
@@ -88,15 +97,39 @@ impl ControlPlane {
         let kubeconfig = config.kubeconfig_path();
         write_admin_kubeconfig(&ca, &kubeconfig, &server_url).context("writing admin.kubeconfig")?;
 
+        let root_name = format!("cp-{}", INSTANCE.fetch_add(1, Ordering::Relaxed));
+        let sessions = format!("{root_name}/sessions");
+        let pool = Arc::new(SigningPool::with_default_size(ca.clone()));
+        let namespace = DEFAULT_NAMESPACE.to_owned();
+        let endpoint_ctx = Arc::new(EndpointContext {
+            store: store.clone(),
+            ca: ca.clone(),
+            attestor: Arc::new(Attestor::new(
+                store.clone(),
+                pool.clone(),
+                AttestorConfig { namespace: namespace.clone(), daemon_svid_ttl: None, rate_limit: config.attest_rate_limit.clone() },
+            )),
+            authorizer: Arc::new(Authorizer::new(store.clone(), pool, AuthorizerConfig::default())),
+            policy: PolicyCompiler::new(store.clone(), ca.clone()),
+            frames: riptides_wire::proto::FrameConfig::with_max_frame(config.max_frame),
+            namespace,
+            sessions: sessions.clone(),
+        });
+        let link_tls = Arc::new(LinkTls::new(ca.clone())?);
+        let transport = riptides_wire::transport::TransportConfig::default();
+        let (quic_server, tcp_server) = endpoint::bind(config.quic_addr, config.tunnel_addr, &link_tls, &transport).await?;
+        let quic_addr = quic_server.local_addr()?;
+        let tunnel_addr = tcp_server.local_addr();
+
         let api_state = Arc::new(ApiState {
             store: store.clone(),
             ca: ca.clone(),
+            sessions: sessions.clone(),
             validation: ValidationContext { trust_domain: config.trust_domain.clone() },
             max_request_body: config.max_request_body,
             max_watch_duration: config.max_watch_duration,
             metrics: metrics.clone(),
         });
-        let root_name = format!("cp-{}", INSTANCE.fetch_add(1, Ordering::Relaxed));
         let health_state =
             Arc::new(HealthState { store: store.clone(), metrics: metrics.clone(), supervisor: root_name.clone() });
         let interval = config.controller_interval;
@@ -151,12 +184,42 @@ impl ControlPlane {
                     async move { token_gc(store, interval, cancel).await }
                 })
             },
+            riptides_actors::ChildSpec::supervisor("sessions", SupervisorConfig::with_budget(u32::MAX, Duration::from_secs(1)), vec![]),
+            {
+                let (server, tls, ctx) = (Arc::new(tokio::sync::Mutex::new(Some(quic_server))), link_tls.clone(), endpoint_ctx.clone());
+                task("quic", move |cancel| {
+                    let (server, tls, ctx) = (server.clone(), tls.clone(), ctx.clone());
+                    async move {
+                        // The socket is bound once; a restarted task rebinds the same address.
+                        let taken = server.lock().await.take();
+                        let server = match taken {
+                            Some(s) => s,
+                            None => riptides_wire::transport::QuicServer::bind(quic_addr, tls.config()?.0, &riptides_wire::transport::TransportConfig::default()).await?,
+                        };
+                        endpoint::serve_quic(server, tls, ctx, cancel).await
+                    }
+                })
+            },
+            {
+                let (server, tls, ctx) = (Arc::new(tokio::sync::Mutex::new(Some(tcp_server))), link_tls.clone(), endpoint_ctx.clone());
+                task("tunnel", move |cancel| {
+                    let (server, tls, ctx) = (server.clone(), tls.clone(), ctx.clone());
+                    async move {
+                        let taken = server.lock().await.take();
+                        let server = match taken {
+                            Some(s) => s,
+                            None => riptides_wire::transport::TcpTlsServer::bind(tunnel_addr, tls.config()?.0, &riptides_wire::transport::TransportConfig::default()).await?,
+                        };
+                        endpoint::serve_tcp(server, tls, ctx, cancel).await
+                    }
+                })
+            },
         ];
         let tree = Supervisor::start(root_name.clone(), SupervisorConfig::with_budget(10, Duration::from_secs(60)), children)
             .await
             .context("starting the control plane's actor tree")?;
-        tracing::info!(%api_addr, %health_addr, trust_domain = %config.trust_domain, data_dir = %config.data_dir.display(), supervisor = %root_name, "control plane started");
-        Ok(ControlPlane { api_addr, health_addr, kubeconfig, store, ca, tree })
+        tracing::info!(%api_addr, %health_addr, %quic_addr, %tunnel_addr, trust_domain = %config.trust_domain, data_dir = %config.data_dir.display(), supervisor = %root_name, "control plane started");
+        Ok(ControlPlane { api_addr, health_addr, quic_addr, tunnel_addr, sessions, kubeconfig, store, ca, tree })
     }
 
     pub fn api_addr(&self) -> SocketAddr {
@@ -165,6 +228,21 @@ impl ControlPlane {
 
     pub fn health_addr(&self) -> SocketAddr {
         self.health_addr
+    }
+
+    /// The daemon endpoint (QUIC, UDP).
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    /// The daemon endpoint's TCP+TLS fallback.
+    pub fn tunnel_addr(&self) -> SocketAddr {
+        self.tunnel_addr
+    }
+
+    /// Registered name of the supervisor holding one session actor per connected daemon.
+    pub fn sessions_supervisor(&self) -> &str {
+        &self.sessions
     }
 
     pub fn kubeconfig_path(&self) -> &Path {

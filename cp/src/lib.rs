@@ -12,6 +12,7 @@ pub mod attest;
 pub mod ca;
 pub mod config;
 pub mod controlplane;
+pub mod endpoint;
 pub mod health;
 pub mod metrics;
 pub mod policy;

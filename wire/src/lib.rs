@@ -16,4 +16,9 @@ pub mod spiffe;
 #[cfg(feature = "client")]
 pub mod client;
 
+#[cfg(feature = "transport")]
+pub mod tls;
+#[cfg(feature = "transport")]
+pub mod transport;
+
 pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain};

@@ -188,7 +188,7 @@ fn encode_refuses_what_the_receiver_could_not_decode() {
     assert!(plain.len() + 2 <= small.max_frame, "fits the frame limit: {}", plain.len());
     let res = encode(&msg, &small);
     assert!(matches!(&res, Err(FrameError::Encode(m)) if m.contains("budget")), "{res:?}");
-    // Half as many fit both the frame and the budget.
+    // Fewer labels fit both the frame and the budget.
     let host = HostInfo { labels: vec![(String::new(), String::new()); 1_000], ..HostInfo::default() };
     let msg = Request::Attest(AttestRequest { token: "a.b".into(), csr_der: vec![], host });
     let frame = encode(&msg, &small).unwrap();

@@ -42,11 +42,8 @@ fn keys_come_from_metadata() {
 #[test]
 fn upserts_replace_or_add_and_removals_delete() {
     let mut d = doc();
-    d.apply_delta(
-        vec![wi("default", "web", "v2"), svc("prod", "api")],
-        &[key(PolicyKind::Service, "default", "db")],
-    )
-    .unwrap();
+    d.apply_delta(vec![wi("default", "web", "v2"), svc("prod", "api")], &[key(PolicyKind::Service, "default", "db")])
+        .unwrap();
     assert_eq!(d.items, vec![wi("default", "web", "v2"), svc("prod", "api")]);
 }
 

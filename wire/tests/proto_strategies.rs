@@ -73,11 +73,8 @@ pub fn policy_item() -> impl Strategy<Value = PolicyItem> {
 }
 
 pub fn policy_key() -> impl Strategy<Value = PolicyKey> {
-    let kind = prop_oneof![
-        Just(PolicyKind::WorkloadIdentity),
-        Just(PolicyKind::Service),
-        Just(PolicyKind::TrustBundle)
-    ];
+    let kind =
+        prop_oneof![Just(PolicyKind::WorkloadIdentity), Just(PolicyKind::Service), Just(PolicyKind::TrustBundle)];
     (kind, text(), text()).prop_map(|(kind, namespace, name)| PolicyKey { kind, namespace, name })
 }
 
@@ -137,27 +134,22 @@ pub fn response() -> impl Strategy<Value = Response> {
 }
 
 pub fn tunnel_request() -> impl Strategy<Value = TunnelRequest> {
-    prop_oneof![
-        Just(TunnelRequest::ConnectionTable),
-        Just(TunnelRequest::Health),
-        Just(TunnelRequest::ConfigDump)
-    ]
+    prop_oneof![Just(TunnelRequest::ConnectionTable), Just(TunnelRequest::Health), Just(TunnelRequest::ConfigDump)]
 }
 
 pub fn connection() -> impl Strategy<Value = ConnectionEntry> {
-    (
-        text(),
-        text(),
-        option::of(text()),
-        option::of(text()),
-        text(),
-        text(),
-        any::<u64>(),
-        any::<u64>(),
+    (text(), text(), option::of(text()), option::of(text()), text(), text(), any::<u64>(), any::<u64>()).prop_map(
+        |(local, remote, workload_id, peer_id, mode, state, bytes_in, bytes_out)| ConnectionEntry {
+            local,
+            remote,
+            workload_id,
+            peer_id,
+            mode,
+            state,
+            bytes_in,
+            bytes_out,
+        },
     )
-        .prop_map(|(local, remote, workload_id, peer_id, mode, state, bytes_in, bytes_out)| {
-            ConnectionEntry { local, remote, workload_id, peer_id, mode, state, bytes_in, bytes_out }
-        })
 }
 
 pub fn tunnel_response() -> impl Strategy<Value = TunnelResponse> {

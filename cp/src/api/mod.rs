@@ -53,6 +53,8 @@ pub const ADMIN_PATH_PREFIX: &str = "/riptides/admin/";
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub ca: Arc<Ca>,
+    /// Supervisor of the daemon sessions, for tunnel requests.
+    pub sessions: String,
     pub validation: ValidationContext,
     pub max_request_body: usize,
     pub max_watch_duration: Duration,
@@ -79,6 +81,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/apis/{group}/{version}/namespaces/{ns}/{plural}", get(r::list_namespaced).post(r::create))
         .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}", get(r::get).put(r::replace).patch(r::patch).delete(r::delete))
         .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/status", get(r::get_status).put(r::replace_status))
+        .route("/apis/{group}/{version}/namespaces/{ns}/daemons/{name}/tunnel/{what}", get(tunnel))
         .fallback(|| async { ApiError::NotFound("the server could not find the requested resource".into()) })
         .layer(middleware::from_fn(authorize));
     public
@@ -112,4 +115,34 @@ async fn bundle_pem(axum::extract::State(st): axum::extract::State<Arc<ApiState>
 
 async fn bundle_spiffe(axum::extract::State(st): axum::extract::State<Arc<ApiState>>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], st.ca.bundle().to_spiffe_bundle_json()).into_response()
+}
+
+/// `GET .../daemons/<name>/tunnel/{health,connections,config}`: asks the daemon itself, over a
+/// stream the control plane opens on the daemon's own connection (works behind NAT).
+async fn tunnel(
+    axum::extract::State(st): axum::extract::State<Arc<ApiState>>,
+    axum::extract::Path((group, _version, _ns, name, what)): axum::extract::Path<(String, String, String, String, String)>,
+) -> Result<Response, ApiError> {
+    use riptides_wire::proto::messages::{TunnelRequest, TunnelResponse};
+    if group != riptides_wire::resource::CORE_GROUP {
+        return Err(ApiError::NotFound("the server could not find the requested resource".into()));
+    }
+    let req = match what.as_str() {
+        "health" => TunnelRequest::Health,
+        "connections" => TunnelRequest::ConnectionTable,
+        "config" => TunnelRequest::ConfigDump,
+        other => return Err(ApiError::NotFound(format!("unknown tunnel query {other:?}; use health, connections or config"))),
+    };
+    let resp = crate::endpoint::tunnel_request(&st.sessions, &name, req)
+        .await
+        .map_err(|e| ApiError::Unavailable(e))?;
+    let body = match resp {
+        TunnelResponse::Health(h) => serde_json::json!({"ready": h.ready, "details": h.details.into_iter().collect::<std::collections::BTreeMap<_, _>>()}),
+        TunnelResponse::ConnectionTable(rows) => serde_json::json!({"connections": rows.into_iter().map(|c| serde_json::json!({
+            "local": c.local, "remote": c.remote, "workloadID": c.workload_id, "peerID": c.peer_id,
+            "mode": c.mode, "state": c.state, "bytesIn": c.bytes_in, "bytesOut": c.bytes_out})).collect::<Vec<_>>()}),
+        TunnelResponse::ConfigDump(text) => serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        TunnelResponse::Error(e) => return Err(ApiError::Unavailable(format!("daemon {name} answered: {e}"))),
+    };
+    Ok(axum::Json(body).into_response())
 }

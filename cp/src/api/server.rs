@@ -78,8 +78,7 @@ impl ServingCert {
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(bundle.root_store()), provider.clone())
             .allow_unauthenticated()
             .build()?;
-        let mut chain = vec![svid.leaf.clone()];
-        chain.extend(svid.chain.iter().cloned());
+        let chain = svid.chain.clone();
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)

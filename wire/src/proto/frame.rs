@@ -102,8 +102,7 @@ pub fn encode<T: Serialize + DeserializeOwned>(msg: &T, cfg: &FrameConfig) -> Re
     let mut buf = Vec::with_capacity(256);
     buf.extend_from_slice(&[0u8; PREFIX_LEN]);
     buf.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
-    bincode::serde::encode_into_std_write(msg, &mut buf, base())
-        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    bincode::serde::encode_into_std_write(msg, &mut buf, base()).map_err(|e| FrameError::Encode(e.to_string()))?;
     let body_len = buf.len() - PREFIX_LEN;
     let max = cfg.effective_max();
     if body_len > max {
@@ -114,9 +113,8 @@ pub fn encode<T: Serialize + DeserializeOwned>(msg: &T, cfg: &FrameConfig) -> Re
     buf[..PREFIX_LEN].copy_from_slice(&prefix.to_be_bytes());
     let budget = cfg.decode_budget();
     if (buf.len() - PREFIX_LEN - VERSION_LEN).saturating_mul(8) > budget {
-        decode_payload::<T>(&buf[PREFIX_LEN + VERSION_LEN..], budget).map_err(|e| {
-            FrameError::Encode(format!("the receiver could not decode this frame: {e}"))
-        })?;
+        decode_payload::<T>(&buf[PREFIX_LEN + VERSION_LEN..], budget)
+            .map_err(|e| FrameError::Encode(format!("the receiver could not decode this frame: {e}")))?;
     }
     Ok(buf)
 }

@@ -51,7 +51,10 @@ where
             assert!(decode_body::<T>(body, cfg).is_err(), "stream refused a frame the slice decoder accepts");
         }
         (Ok(None), Some(res)) => {
-            assert!(matches!(res, Err(FrameError::Truncated | FrameError::Closed)), "incomplete input accepted: {res:?}");
+            assert!(
+                matches!(res, Err(FrameError::Truncated | FrameError::Closed)),
+                "incomplete input accepted: {res:?}"
+            );
         }
         (Err(_), Some(res)) => assert!(res.is_err(), "stream accepted a frame whose prefix is refused"),
         (_, None) => panic!("reading from a byte slice must not return Pending"),

@@ -33,7 +33,10 @@ mod io;
 pub mod messages;
 
 pub use error::FrameError;
-pub use frame::{decode, decode_body, encode, split_frame, FrameConfig, DEFAULT_MAX_FRAME, MAX_FRAME_CEILING, PREFIX_LEN, VERSION_LEN};
+pub use frame::{
+    decode, decode_body, encode, split_frame, FrameConfig, DEFAULT_MAX_FRAME, MAX_FRAME_CEILING, PREFIX_LEN,
+    VERSION_LEN,
+};
 pub use io::{read_frame, read_frame_timeout, write_frame, FrameReader, FrameWriter};
 
 /// ALPN protocol id of the daemon <-> control plane link (QUIC on 9443/udp and the TLS fallback on

@@ -181,6 +181,9 @@ pub struct DaemonStatus {
     pub driver_healthy: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_revision: Option<u64>,
+    /// `quic` or `tcp`: how the daemon reaches the control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub host: BTreeMap<String, String>,
 }

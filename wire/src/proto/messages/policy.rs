@@ -113,8 +113,8 @@ impl PolicyItem {
                 return Ok(PolicyKey { kind, namespace: String::new(), name: b.trust_domain.clone() })
             }
         };
-        let head: ResourceHead = serde_json::from_str(json)
-            .map_err(|e| PolicyItemError::BadResource { kind, reason: e.to_string() })?;
+        let head: ResourceHead =
+            serde_json::from_str(json).map_err(|e| PolicyItemError::BadResource { kind, reason: e.to_string() })?;
         if head.metadata.name.is_empty() {
             return Err(PolicyItemError::BadResource { kind, reason: "empty metadata.name".into() });
         }
@@ -128,10 +128,7 @@ impl PolicyDocument {
     pub fn apply_delta(&mut self, upserts: Vec<PolicyItem>, removals: &[PolicyKey]) -> Result<(), PolicyItemError> {
         let keyed: Vec<(PolicyKey, PolicyItem)> =
             upserts.into_iter().map(|i| i.key().map(|k| (k, i))).collect::<Result<_, _>>()?;
-        if let Some(r) = removals
-            .iter()
-            .find(|r| r.kind == PolicyKind::TrustBundle && r.name == self.trust_domain)
-        {
+        if let Some(r) = removals.iter().find(|r| r.kind == PolicyKind::TrustBundle && r.name == self.trust_domain) {
             return Err(PolicyItemError::OwnBundleRemoved(r.name.clone()));
         }
         // Keys of existing items; an item whose key cannot be computed never matches.
