@@ -288,3 +288,48 @@ async fn garbage_and_oversized_frames_get_typed_errors_and_the_connection_surviv
     assert!(matches!(call(conn.as_ref(), &Request::Ping).await, Response::Pong));
     cp.shutdown().await;
 }
+
+/// 200 daemons (protocol-level simulations, each with its own QUIC connections, key and SVID)
+/// attest against one control plane and receive their policy; prints the time it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_daemons_attest_and_receive_policy() {
+    const N: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Arc::new(start(dir.path()).await);
+    // One group-scoped identity so every daemon's snapshot has content.
+    let mut wi = yaml(SEED_WORKLOAD);
+    wi["spec"]["scope"] = serde_json::json!({"daemonGroup": {"id": "fleet"}});
+    admin(&cp).create(rt("wi"), "riptides-system", &wi).await.unwrap();
+    let mut tokens = Vec::new();
+    for i in 0..N {
+        tokens.push(create_token(&cp, &format!("t{i}"), 600, Some(&format!("sim-{i}"))).await);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for token in tokens {
+        let cp = cp.clone();
+        tasks.push(tokio::spawn(async move {
+            let (_id, ident) = attest(&cp, &token, false).await;
+            let conn = connect(&cp, ServerTrust::Bundle(cp.ca().bundle().roots()), Some(&ident), false).await;
+            let cfg = FrameConfig::default();
+            let mut s = conn.open_bi().await.unwrap();
+            write_frame(&mut s.send, &Request::WatchPolicy { resume_from: None }, &cfg).await.unwrap();
+            let first = read_frame_timeout::<Response, _>(&mut s.recv, &cfg, Duration::from_secs(60)).await.unwrap().expect_policy().unwrap();
+            let PolicyUpdate::Snapshot { document, .. } = first else { panic!("snapshot expected") };
+            // Group scope is not set on these daemons, so only Services would be in it; the
+            // document must at least carry the trust bundle.
+            assert!(!document.bundle.roots_der.is_empty());
+            conn
+        }));
+    }
+    let mut conns = Vec::new();
+    for t in tasks {
+        conns.push(t.await.unwrap());
+    }
+    let took = started.elapsed();
+    eprintln!("{N} daemons attested and received policy in {took:?}");
+    let list = admin(&cp).list(rt("daemons"), Some("riptides-system")).await.unwrap();
+    assert_eq!(list.items.len(), N);
+    drop(conns);
+    Arc::try_unwrap(cp).ok().expect("no other owners").shutdown().await;
+}
