@@ -74,7 +74,15 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let cp = ControlPlane::start(config).await?;
-        eprintln!("riptides-controlplane: API https://{} (kubeconfig {}), health http://{}", cp.api_addr(), cp.kubeconfig_path().display(), cp.health_addr());
+        let pin = riptides_wire::tls::format_pin(&riptides_wire::tls::spki_sha256(cp.ca().bundle().roots()[0].as_ref())?);
+        eprintln!(
+            "riptides-controlplane: API https://{} (kubeconfig {}), daemons quic://{} tcp://{}, health http://{}, CA pin {pin}",
+            cp.api_addr(),
+            cp.kubeconfig_path().display(),
+            cp.quic_addr(),
+            cp.tunnel_addr(),
+            cp.health_addr()
+        );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}

@@ -17,6 +17,7 @@ fn spawn_cp(data_dir: &std::path::Path) -> Child {
         .args(["--data-dir"])
         .arg(data_dir)
         .args(["--trust-domain", "example.com", "--api-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0"])
+        .args(["--quic-addr", "127.0.0.1:0", "--tunnel-addr", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
