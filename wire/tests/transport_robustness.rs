@@ -103,10 +103,8 @@ async fn bootstrap_client_without_certificate_is_accepted_next_to_mtls_clients()
         let cfg = test_cfg();
         let srv = Server::bind(kind, server_tls(ca.svid(CP_ID), vec![ca.cert.clone()]), &cfg).await;
         let anon = client_tls(ServerTrust::Pin(ca.pin()), exact(CP_ID), None);
-        let (client, accepted) = tokio::join!(
-            connect(kind, srv.addr(), anon, &cfg),
-            srv.accept_within(Duration::from_secs(5))
-        );
+        let (client, accepted) =
+            tokio::join!(connect(kind, srv.addr(), anon, &cfg), srv.accept_within(Duration::from_secs(5)));
         client.unwrap();
         assert!(accepted.unwrap().peer_certificates().is_none());
         good_client_round_trip(kind, &srv, &ca, &cfg).await;

@@ -46,13 +46,11 @@ async fn many_concurrent_streams_both_directions() {
         // A small stream limit, so most openers have to wait for a slot.
         let cfg = TransportConfig { max_streams: 8, ..test_cfg() };
         let (_srv, server, client) = pair(kind, true, &cfg).await;
-        eprintln!("kind {kind:?}");
         let s_task = serve_forever(server.clone());
         let c_task = serve_forever(client.clone());
         let mut jobs = Vec::new();
         for i in 0..100usize {
-            let (opener, name) =
-                if i % 2 == 0 { (client.clone(), "client") } else { (server.clone(), "server") };
+            let (opener, name) = if i % 2 == 0 { (client.clone(), "client") } else { (server.clone(), "server") };
             jobs.push(tokio::spawn(async move {
                 let payload: Vec<u8> = (0..(i * 97 % 20_000)).map(|b| (b % 251) as u8).collect();
                 let reply = request(&*opener, &payload).await.unwrap();
@@ -138,7 +136,7 @@ async fn dropping_every_handle_closes_the_connection() {
 }
 
 #[tokio::test]
-async fn idle_connection_survives_on_keepalives_and_dead_peer_times_out() {
+async fn idle_connection_survives_on_keepalives() {
     for kind in KINDS {
         let cfg = TransportConfig {
             keep_alive: Duration::from_millis(100),
@@ -151,6 +149,19 @@ async fn idle_connection_survives_on_keepalives_and_dead_peer_times_out() {
         let (served, reply) = tokio::join!(serve_one(&*server), request(&*client, b"still here"));
         served.unwrap();
         assert_eq!(reply.unwrap(), reversed(b"still here"), "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn silent_connection_ends_at_the_idle_timeout() {
+    for kind in KINDS {
+        // No keep-alives on either side: nothing is sent, so the idle timeout must end it.
+        let cfg =
+            TransportConfig { keep_alive: Duration::ZERO, idle_timeout: Duration::from_millis(500), ..test_cfg() };
+        let (_srv, server, client) = pair(kind, true, &cfg).await;
+        tokio::time::timeout(T, server.closed()).await.expect("server side timed out");
+        tokio::time::timeout(T, client.closed()).await.expect("client side timed out");
+        assert!(matches!(server.accept_bi().await, Err(TransportError::Closed)), "{kind:?}");
     }
 }
 
@@ -173,11 +184,7 @@ async fn rotated_server_config_applies_to_new_connections() {
         let srv = Server::bind(kind, server_tls(ca.svid(CP_ID), vec![ca.cert.clone()]), &cfg).await;
         let new_id = "spiffe://example.com/riptides/controlplane-2";
         srv.set_server_config(server_tls(ca.svid(new_id), vec![ca.cert.clone()]));
-        let tls = client_tls(
-            riptides_wire::tls::ServerTrust::Bundle(vec![ca.cert.clone()]),
-            exact(new_id),
-            None,
-        );
+        let tls = client_tls(riptides_wire::tls::ServerTrust::Bundle(vec![ca.cert.clone()]), exact(new_id), None);
         let (client, accepted) = tokio::join!(connect(kind, srv.addr(), tls, &cfg), srv.accept());
         let client = client.unwrap();
         accepted.unwrap();

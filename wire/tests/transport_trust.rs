@@ -35,10 +35,7 @@ fn assert_refused(res: Result<(), TransportError>, kind: Kind, needle: &str) {
         Ok(()) => panic!("{kind:?}: connection should have been refused ({needle})"),
         Err(e) => {
             let msg = e.to_string();
-            assert!(
-                matches!(e, TransportError::Handshake { .. }),
-                "{kind:?}: expected a handshake error, got {msg}"
-            );
+            assert!(matches!(e, TransportError::Handshake { .. }), "{kind:?}: expected a handshake error, got {msg}");
             assert!(msg.contains(needle), "{kind:?}: {msg:?} does not mention {needle:?}");
         }
     }
@@ -78,9 +75,7 @@ async fn bundle_trust_refuses_another_ca() {
     for kind in KINDS {
         let ca = Ca::new("server ca");
         let other = Ca::new("client's ca");
-        let res =
-            dial(kind, ca.svid(CP_ID), ServerTrust::Bundle(vec![other.cert.clone()]), exact(CP_ID))
-                .await;
+        let res = dial(kind, ca.svid(CP_ID), ServerTrust::Bundle(vec![other.cert.clone()]), exact(CP_ID)).await;
         assert_refused(res, kind, "UnknownIssuer");
     }
 }
@@ -100,9 +95,7 @@ async fn unexpected_spiffe_id_is_refused() {
     for kind in KINDS {
         let ca = Ca::new("ca");
         let impostor = "spiffe://example.com/riptides/daemon/evil";
-        let res =
-            dial(kind, ca.svid(impostor), ServerTrust::Bundle(vec![ca.cert.clone()]), exact(CP_ID))
-                .await;
+        let res = dial(kind, ca.svid(impostor), ServerTrust::Bundle(vec![ca.cert.clone()]), exact(CP_ID)).await;
         assert_refused(res, kind, "is not the expected");
         // Another trust domain is refused by a trust-domain expectation too.
         let foreign = "spiffe://other.org/riptides/controlplane";
@@ -131,14 +124,17 @@ async fn expired_leaf_is_refused() {
     for kind in KINDS {
         let ca = Ca::new("ca");
         let now = OffsetDateTime::now_utc();
-        let expired =
-            ca.leaf_full(&[CP_ID], now - time::Duration::days(2), now - time::Duration::days(1));
-        let res =
-            dial(kind, expired.clone(), ServerTrust::Bundle(vec![ca.cert.clone()]), exact(CP_ID))
-                .await;
-        assert_refused(res, kind, "Expired");
+        let expired = ca.leaf_full(&[CP_ID], now - time::Duration::days(2), now - time::Duration::days(1));
+        let res = dial(
+            kind,
+            (expired.0.clone(), expired.1.clone_key()),
+            ServerTrust::Bundle(vec![ca.cert.clone()]),
+            exact(CP_ID),
+        )
+        .await;
+        assert_refused(res, kind, "expired");
         let res = dial(kind, expired, ServerTrust::Pin(ca.pin()), exact(CP_ID)).await;
-        assert_refused(res, kind, "Expired");
+        assert_refused(res, kind, "expired");
     }
 }
 

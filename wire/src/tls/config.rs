@@ -53,8 +53,7 @@ pub fn server_config(
     client_roots: Vec<CertificateDer<'static>>,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = ServerConfig::builder_with_provider(provider()).with_protocol_versions(&[&rustls::version::TLS13])?;
     let builder = if client_roots.is_empty() {
         builder.with_no_client_auth()
     } else {

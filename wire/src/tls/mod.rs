@@ -23,14 +23,10 @@ pub mod pin;
 pub mod verify;
 
 pub use config::{
-    client_config, load_certs_file, load_certs_pem, load_private_key_file, load_private_key_pem,
-    server_config,
+    client_config, load_certs_file, load_certs_pem, load_private_key_file, load_private_key_pem, server_config,
 };
 pub use pin::{format_pin, parse_pin, spki_sha256, PinError};
-pub use verify::{
-    peer_spiffe_id, ExpectedId, PeerIdError, ServerTrust, SpiffeClientVerifier,
-    SpiffeServerVerifier,
-};
+pub use verify::{peer_spiffe_id, ExpectedId, PeerIdError, ServerTrust, SpiffeClientVerifier, SpiffeServerVerifier};
 
 /// Re-exported so callers name certificate and key types without depending on
 /// `rustls-pki-types` themselves.
@@ -40,8 +36,15 @@ pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 ///
 /// Returned fresh (it is a small table of function pointers) rather than read from the
 /// process default, so nothing another crate installs can change what we negotiate.
+///
+/// The key-exchange groups are listed explicitly with the X25519MLKEM768 hybrid first:
+/// rustls only prefers it when its `prefer-post-quantum` feature happens to be on somewhere in
+/// the build, and which group we lead with should not depend on feature unification.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    use rustls::crypto::aws_lc_rs::{default_provider, kx_group};
+    let mut provider = default_provider();
+    provider.kx_groups = vec![kx_group::X25519MLKEM768, kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+    Arc::new(provider)
 }
 
 /// Why a TLS configuration could not be built or loaded.

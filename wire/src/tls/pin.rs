@@ -25,8 +25,7 @@ pub enum PinError {
 
 /// SHA-256 of the DER SubjectPublicKeyInfo of `cert_der`.
 pub fn spki_sha256(cert_der: &[u8]) -> Result<[u8; 32], PinError> {
-    let (_, cert) =
-        X509Certificate::from_der(cert_der).map_err(|e| PinError::BadCertificate(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(cert_der).map_err(|e| PinError::BadCertificate(e.to_string()))?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.public_key().raw);
     let mut out = [0u8; 32];
     out.copy_from_slice(digest.as_ref());

@@ -107,8 +107,7 @@ pub fn peer_spiffe_id(chain: &[CertificateDer<'_>]) -> Result<SpiffeId, PeerIdEr
 }
 
 fn spiffe_id_of(der: &[u8]) -> Result<SpiffeId, PeerIdError> {
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|e| PeerIdError::BadCertificate(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| PeerIdError::BadCertificate(e.to_string()))?;
     let san = cert
         .subject_alternative_name()
         .map_err(|e| PeerIdError::BadCertificate(e.to_string()))?
@@ -186,14 +185,9 @@ impl SpiffeServerVerifier {
             }
             Trust::Pin(pin) => {
                 if spki_sha256(end_entity).ok().as_ref() == Some(pin) {
-                    return Err(refuse(
-                        "server presented the pinned CA certificate itself as its leaf".into(),
-                    ));
+                    return Err(refuse("server presented the pinned CA certificate itself as its leaf".into()));
                 }
-                let Some(idx) = intermediates
-                    .iter()
-                    .position(|c| spki_sha256(c).ok().as_ref() == Some(pin))
-                else {
+                let Some(idx) = intermediates.iter().position(|c| spki_sha256(c).ok().as_ref() == Some(pin)) else {
                     return Err(refuse(format!(
                         "no certificate in the server's chain matches the CA pin {}",
                         format_pin(pin)
@@ -201,20 +195,14 @@ impl SpiffeServerVerifier {
                 };
                 let anchor = &intermediates[idx];
                 if !is_ca(anchor) {
-                    return Err(refuse(
-                        "the pinned certificate in the server's chain is not a CA (cA=false)".into(),
-                    ));
+                    return Err(refuse("the pinned certificate in the server's chain is not a CA (cA=false)".into()));
                 }
                 let mut roots = RootCertStore::empty();
-                roots.add(anchor.clone()).map_err(|e| {
-                    refuse(format!("the pinned CA certificate is not a usable trust anchor: {e}"))
-                })?;
-                let rest: Vec<CertificateDer<'_>> = intermediates
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| *i != idx)
-                    .map(|(_, c)| c.clone())
-                    .collect();
+                roots
+                    .add(anchor.clone())
+                    .map_err(|e| refuse(format!("the pinned CA certificate is not a usable trust anchor: {e}")))?;
+                let rest: Vec<CertificateDer<'_>> =
+                    intermediates.iter().enumerate().filter(|(i, _)| *i != idx).map(|(_, c)| c.clone()).collect();
                 verify_server_cert_signed_by_trust_anchor(leaf, &roots, &rest, now, self.algs.all)
             }
         }
@@ -234,13 +222,10 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         self.verify_chain(&leaf, end_entity, intermediates, now).inspect_err(|e| {
             tracing::warn!(error = %e, "server certificate chain refused");
         })?;
-        let id = spiffe_id_of(end_entity)
-            .map_err(|e| refuse(format!("server certificate has no usable SPIFFE ID: {e}")))?;
+        let id =
+            spiffe_id_of(end_entity).map_err(|e| refuse(format!("server certificate has no usable SPIFFE ID: {e}")))?;
         if !self.expected.matches(&id) {
-            return Err(refuse(format!(
-                "server SPIFFE ID {id} is not the expected {}",
-                self.expected
-            )));
+            return Err(refuse(format!("server SPIFFE ID {id} is not the expected {}", self.expected)));
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -311,8 +296,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         self.inner.verify_client_cert(end_entity, intermediates, now).inspect_err(|e| {
             tracing::warn!(error = %e, "client certificate chain refused");
         })?;
-        spiffe_id_of(end_entity)
-            .map_err(|e| refuse(format!("client certificate has no usable SPIFFE ID: {e}")))?;
+        spiffe_id_of(end_entity).map_err(|e| refuse(format!("client certificate has no usable SPIFFE ID: {e}")))?;
         Ok(ClientCertVerified::assertion())
     }
 

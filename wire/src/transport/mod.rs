@@ -11,8 +11,9 @@
 //! # Stream semantics (both transports)
 //!
 //! - **The opener writes first.** A QUIC stream becomes visible to the peer's `accept_bi` only
-//!   when its first byte (or FIN) arrives; yamux announces a stream with its first frame too.
-//!   Opening a stream and then waiting to read from it without writing deadlocks.
+//!   when its first byte (or FIN) arrives, so opening a stream and then waiting to read from it
+//!   without writing deadlocks. (On TCP `open_bi` announces the stream at once, but code must
+//!   not rely on that.) An empty request — open, then `shutdown()` — reaches the peer on both.
 //! - `send.shutdown().await` finishes the sending direction (QUIC FIN / yamux FIN): the peer
 //!   reads EOF, and the other direction stays open for the reply. Always shut down explicitly:
 //!   dropping an unfinished send half finishes the stream on QUIC but resets it on TCP.
@@ -168,21 +169,13 @@ impl<T> Guarded<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 

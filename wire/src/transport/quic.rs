@@ -25,9 +25,10 @@ fn transport_config(cfg: &TransportConfig) -> Result<Arc<quinn::TransportConfig>
     let idle = if cfg.idle_timeout.is_zero() {
         None
     } else {
-        Some(IdleTimeout::try_from(cfg.idle_timeout).map_err(|_| {
-            TransportError::Config(format!("idle timeout {:?} is too large", cfg.idle_timeout))
-        })?)
+        Some(
+            IdleTimeout::try_from(cfg.idle_timeout)
+                .map_err(|_| TransportError::Config(format!("idle timeout {:?} is too large", cfg.idle_timeout)))?,
+        )
     };
     t.max_idle_timeout(idle);
     t.max_concurrent_bidi_streams(VarInt::from_u32(cfg.streams()));
@@ -76,10 +77,7 @@ impl Connection for QuicConnection {
     }
 
     fn peer_certificates(&self) -> Option<Vec<CertificateDer<'static>>> {
-        self.conn
-            .peer_identity()
-            .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
-            .map(|certs| *certs)
+        self.conn.peer_identity().and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok()).map(|certs| *certs)
     }
 
     fn remote_addr(&self) -> SocketAddr {
@@ -119,8 +117,7 @@ impl QuicServer {
     ) -> Result<Self, TransportError> {
         let transport = transport_config(cfg)?;
         let sc = server_config(tls, &transport, cfg)?;
-        let endpoint =
-            Endpoint::server(sc, addr).map_err(|source| TransportError::Bind { addr, source })?;
+        let endpoint = Endpoint::server(sc, addr).map_err(|source| TransportError::Bind { addr, source })?;
         let (tx, rx) = mpsc::channel(cfg.pending().min(256));
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(endpoint.clone(), tx, stop.clone(), cfg.clone()));
@@ -225,8 +222,8 @@ impl QuicClient {
     /// Binds the client's UDP socket (`0.0.0.0:0` or `[::]:0` for any).
     pub fn bind(bind_addr: SocketAddr, cfg: &TransportConfig) -> Result<Self, TransportError> {
         let transport = transport_config(cfg)?;
-        let endpoint = Endpoint::client(bind_addr)
-            .map_err(|source| TransportError::Bind { addr: bind_addr, source })?;
+        let endpoint =
+            Endpoint::client(bind_addr).map_err(|source| TransportError::Bind { addr: bind_addr, source })?;
         Ok(Self { endpoint, transport, handshake_timeout: cfg.handshake_timeout })
     }
 
@@ -236,9 +233,8 @@ impl QuicClient {
         server_addr: SocketAddr,
         tls: Arc<rustls::ClientConfig>,
     ) -> Result<Arc<dyn Connection>, TransportError> {
-        let crypto = QuicClientConfig::try_from(tls).map_err(|e| {
-            TransportError::Config(format!("client TLS config unusable for QUIC: {e}"))
-        })?;
+        let crypto = QuicClientConfig::try_from(tls)
+            .map_err(|e| TransportError::Config(format!("client TLS config unusable for QUIC: {e}")))?;
         let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
         cc.transport_config(self.transport.clone());
         let connecting = self
@@ -247,14 +243,9 @@ impl QuicClient {
             .map_err(|e| TransportError::Connect { addr: server_addr, reason: e.to_string() })?;
         let conn = match tokio::time::timeout(self.handshake_timeout, connecting).await {
             Err(_) => {
-                return Err(TransportError::HandshakeTimeout {
-                    addr: server_addr,
-                    timeout: self.handshake_timeout,
-                })
+                return Err(TransportError::HandshakeTimeout { addr: server_addr, timeout: self.handshake_timeout })
             }
-            Ok(Err(e)) => {
-                return Err(TransportError::Handshake { addr: server_addr, reason: e.to_string() })
-            }
+            Ok(Err(e)) => return Err(TransportError::Handshake { addr: server_addr, reason: e.to_string() }),
             Ok(Ok(conn)) => conn,
         };
         Ok(Arc::new(QuicConnection { conn, _endpoint: Some(self.endpoint.clone()) }))

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::{mpsc, oneshot, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsStream;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -54,9 +54,7 @@ pub(crate) fn start(
     // it would make yamux end the whole session.
     let yamux_streams = streams.saturating_mul(2).saturating_add(8);
     ycfg.set_max_num_streams(yamux_streams);
-    ycfg.set_max_connection_receive_window(Some(
-        yamux_streams.saturating_mul(yamux::DEFAULT_CREDIT as usize),
-    ));
+    ycfg.set_max_connection_receive_window(Some(yamux_streams.saturating_mul(yamux::DEFAULT_CREDIT as usize)));
 
     let clock = Arc::new(Clock::new());
     let io = Activity { inner: io, clock: clock.clone() }.compat();
@@ -184,10 +182,7 @@ fn split(stream: yamux::Stream, permit: OwnedSemaphorePermit) -> BiStream {
 fn split_compat(stream: Compat<yamux::Stream>, permit: OwnedSemaphorePermit) -> BiStream {
     let permit = Arc::new(permit);
     let (recv, send) = tokio::io::split(stream);
-    BiStream {
-        send: Box::new(Guarded::new(send, permit.clone())),
-        recv: Box::new(Guarded::new(recv, permit)),
-    }
+    BiStream { send: Box::new(Guarded::new(send, permit.clone())), recv: Box::new(Guarded::new(recv, permit)) }
 }
 
 /// The socket under yamux: TLS over TCP, with read activity recorded, as futures-io.
@@ -226,10 +221,7 @@ impl Driver {
     }
 
     fn on_inbound(&mut self, stream: yamux::Stream) {
-        if self.role == Role::Server
-            && !self.control_seen
-            && stream.id().val() == CONTROL_STREAM_ID
-        {
+        if self.role == Role::Server && !self.control_seen && stream.id().val() == CONTROL_STREAM_ID {
             self.control_seen = true;
             self.start_control(stream);
             return;
@@ -291,9 +283,7 @@ impl Future for Driver {
 
         if let Some(reason) = this.closing {
             this.fail_pending();
-            let deadline = this
-                .close_deadline
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+            let deadline = this.close_deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
             if deadline.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(format!("{reason} (close did not finish in time)"));
             }
@@ -412,11 +402,7 @@ struct Activity<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -427,11 +413,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 

@@ -45,21 +45,13 @@ impl TcpTlsServer {
         tls: Arc<rustls::ServerConfig>,
         cfg: &TransportConfig,
     ) -> Result<Self, TransportError> {
-        let listener =
-            TcpListener::bind(addr).await.map_err(|source| TransportError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| TransportError::Bind { addr, source })?;
         let local_addr = listener.local_addr()?;
         let tls = Arc::new(RwLock::new(tls));
         let (tx, rx) = mpsc::channel(cfg.pending().min(256));
         let stop = CancellationToken::new();
         let close_all = CancellationToken::new();
-        tokio::spawn(accept_loop(
-            listener,
-            tls.clone(),
-            tx,
-            stop.clone(),
-            close_all.clone(),
-            cfg.clone(),
-        ));
+        tokio::spawn(accept_loop(listener, tls.clone(), tx, stop.clone(), close_all.clone(), cfg.clone()));
         Ok(Self { local_addr, tls, incoming: Mutex::new(rx), stop, close_all })
     }
 
@@ -120,8 +112,7 @@ async fn accept_loop(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor =
-            TlsAcceptor::from(tls.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone());
+        let acceptor = TlsAcceptor::from(tls.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone());
         let (tx, stop, close_all, cfg) = (tx.clone(), stop.clone(), close_all.clone(), cfg.clone());
         tokio::spawn(async move {
             let _permit = permit;
@@ -143,14 +134,7 @@ async fn accept_loop(
             };
             let peer = owned_chain(tls.get_ref().1.peer_certificates());
             tracing::debug!(%remote, client_cert = peer.is_some(), "TCP+TLS connection established");
-            let conn = session::start(
-                TlsStream::from(tls),
-                Role::Server,
-                remote,
-                peer,
-                &cfg,
-                close_all.child_token(),
-            );
+            let conn = session::start(TlsStream::from(tls), Role::Server, remote, peer, &cfg, close_all.child_token());
             tokio::select! {
                 _ = stop.cancelled() => {} // dropping the last handle closes it
                 _ = tx.send(conn) => {}
@@ -182,18 +166,11 @@ pub async fn connect_tcp_tls(
             .await
             .map_err(|e| TransportError::Handshake { addr: server_addr, reason: e.to_string() })
     };
-    let tls = tokio::time::timeout(cfg.handshake_timeout, dial).await.map_err(|_| {
-        TransportError::HandshakeTimeout { addr: server_addr, timeout: cfg.handshake_timeout }
-    })??;
+    let tls = tokio::time::timeout(cfg.handshake_timeout, dial)
+        .await
+        .map_err(|_| TransportError::HandshakeTimeout { addr: server_addr, timeout: cfg.handshake_timeout })??;
     let peer = owned_chain(tls.get_ref().1.peer_certificates());
-    Ok(session::start(
-        TlsStream::from(tls),
-        Role::Client,
-        server_addr,
-        peer,
-        cfg,
-        CancellationToken::new(),
-    ))
+    Ok(session::start(TlsStream::from(tls), Role::Client, server_addr, peer, cfg, CancellationToken::new()))
 }
 
 fn owned_chain(chain: Option<&[CertificateDer<'_>]>) -> Option<Vec<CertificateDer<'static>>> {

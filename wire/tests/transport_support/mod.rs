@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
 };
 use riptides_wire::tls::{self, CertificateDer, ExpectedId, PrivateKeyDer, ServerTrust};
 use riptides_wire::transport::{
-    connect_quic, connect_tcp_tls, BiStream, Connection, QuicServer, TcpTlsServer,
-    TransportConfig, TransportError,
+    connect_quic, connect_tcp_tls, BiStream, Connection, QuicServer, TcpTlsServer, TransportConfig, TransportError,
 };
 use riptides_wire::SpiffeId;
 use time::OffsetDateTime;
@@ -29,6 +28,8 @@ pub type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 pub struct Ca {
     pub cert: CertificateDer<'static>,
     pub pem: String,
+    /// Certificates above `cert` (empty for a root), sent after it in leaf chains.
+    pub parents: Vec<CertificateDer<'static>>,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -38,13 +39,23 @@ impl Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let cert = params.self_signed(&key).unwrap();
-        Ca { cert: cert.der().clone(), pem: cert.pem(), issuer: Issuer::new(params, key) }
+        Ca { cert: cert.der().clone(), pem: cert.pem(), parents: vec![], issuer: Issuer::new(params, key) }
+    }
+
+    /// An intermediate CA signed by this one.
+    pub fn intermediate(&self, name: &str) -> Ca {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let mut parents = vec![self.cert.clone()];
+        parents.extend(self.parents.iter().cloned());
+        Ca { cert: cert.der().clone(), pem: cert.pem(), parents, issuer: Issuer::new(params, key) }
     }
 
     /// A leaf with the given URI SANs, valid from yesterday for a year.
@@ -54,22 +65,24 @@ impl Ca {
     }
 
     pub fn leaf_full(&self, uris: &[&str], not_before: OffsetDateTime, not_after: OffsetDateTime) -> Identity {
+        let sans = uris.iter().map(|u| SanType::URI(rcgen::string::Ia5String::try_from(*u).unwrap())).collect();
+        self.leaf_sans(sans, not_before, not_after)
+    }
+
+    pub fn leaf_sans(&self, sans: Vec<SanType>, not_before: OffsetDateTime, not_after: OffsetDateTime) -> Identity {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, "svid");
-        params.subject_alt_names = uris
-            .iter()
-            .map(|u| SanType::URI(rcgen::string::Ia5String::try_from(*u).unwrap()))
-            .collect();
+        params.subject_alt_names = sans;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.not_before = not_before;
         params.not_after = not_after;
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         // The chain includes the CA so pin-based clients can find their anchor in it.
-        let chain = vec![cert.der().clone(), self.cert.clone()];
+        let mut chain = vec![cert.der().clone(), self.cert.clone()];
+        chain.extend(self.parents.iter().cloned());
         (chain, PrivateKeyDer::Pkcs8(key.serialize_der().into()))
     }
 
@@ -169,7 +182,11 @@ pub async fn connect(
 
 /// A connected pair: (server side, client side). The client has a daemon SVID when
 /// `client_cert` is set.
-pub async fn pair(kind: Kind, client_cert: bool, cfg: &TransportConfig) -> (Server, Arc<dyn Connection>, Arc<dyn Connection>) {
+pub async fn pair(
+    kind: Kind,
+    client_cert: bool,
+    cfg: &TransportConfig,
+) -> (Server, Arc<dyn Connection>, Arc<dyn Connection>) {
     let ca = Ca::new("test ca");
     let server = Server::bind(kind, server_tls(ca.svid(CP_ID), vec![ca.cert.clone()]), cfg).await;
     let identity = client_cert.then(|| ca.svid(DAEMON_ID));
