@@ -1,3 +1,98 @@
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("riptides-daemon arrives with the daemon <-> control plane issue")
+//! `riptides-daemon`: the node agent. See `riptides-daemon --help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use riptides_node::config::{DEFAULT_ADMIN_ADDR, DEFAULT_DATA_DIR, DEFAULT_TRUST_DOMAIN};
+use riptides_node::{CaTrust, Daemon, DaemonConfig, DataplaneMode, JoinToken};
+use riptides_wire::TrustDomain;
+
+/// The Riptides daemon: attests to the control plane, keeps workload certificates current and
+/// holds the policy pushed to it.
+#[derive(Debug, Parser)]
+#[command(name = "riptides-daemon", version)]
+struct Args {
+    /// Control plane QUIC endpoint, HOST:PORT (UDP, normally port 9443).
+    #[arg(long, value_name = "HOST:PORT")]
+    controlplane: String,
+    /// TCP+TLS fallback endpoint for networks that block UDP [default: the --controlplane host, port 8001].
+    #[arg(long, value_name = "HOST:PORT")]
+    controlplane_tunnel: Option<String>,
+    /// Trust domain; the control plane's identity is spiffe://<td>/riptides/controlplane.
+    #[arg(long, value_name = "TD", default_value = DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// PEM file with the control plane's CA root(s). This or --ca-pin is needed on first start;
+    /// afterwards the daemon uses the bundle it received and keeps it current.
+    #[arg(long, value_name = "FILE", conflicts_with = "ca_pin")]
+    ca_bundle: Option<PathBuf>,
+    /// sha256:<hex> of the SPKI of a CA certificate in the control plane's chain.
+    #[arg(long, value_name = "sha256:HEX")]
+    ca_pin: Option<String>,
+    /// Join token (`riptides token create`), needed to attest; never logged.
+    #[arg(long, value_name = "TOKEN", env = "RIPTIDES_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// Where the identity, trust bundle and last policy are kept.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Admin listener: /healthz, /readyz, /metrics, /config_dump.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN_ADDR)]
+    admin_addr: SocketAddr,
+    /// Dataplane: auto|kernel|userspace|none (only `none` exists yet; `auto` resolves to it).
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    dataplane: DataplaneMode,
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log: String,
+}
+
+impl Args {
+    fn into_config(self) -> Result<DaemonConfig> {
+        let mut c = DaemonConfig::new(self.controlplane, self.data_dir);
+        c.controlplane_tunnel = self.controlplane_tunnel;
+        c.trust_domain = TrustDomain::parse(&self.trust_domain).context("invalid --trust-domain")?;
+        c.ca = match (self.ca_bundle, self.ca_pin) {
+            (Some(f), _) => Some(CaTrust::Bundle(f)),
+            (None, Some(p)) => {
+                riptides_wire::tls::parse_pin(&p).context("invalid --ca-pin")?;
+                Some(CaTrust::Pin(p))
+            }
+            (None, None) => None,
+        };
+        c.join_token = self.join_token.filter(|t| !t.trim().is_empty()).map(JoinToken::new);
+        c.admin_addr = self.admin_addr;
+        c.dataplane = self.dataplane;
+        Ok(c)
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(&args.log)).init();
+    let config = args.into_config()?;
+    let daemon = Daemon::start(config).await?;
+    tracing::info!(name = daemon.name(), admin = ?daemon.admin_addr(), "riptides-daemon started");
+    tokio::select! {
+        exit = daemon.wait() => {
+            anyhow::bail!("the daemon's actor tree ended: {exit}");
+        }
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            let exit = daemon.shutdown().await;
+            if !exit.is_success() {
+                anyhow::bail!("shutdown: {exit}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
