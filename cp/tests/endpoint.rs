@@ -199,6 +199,11 @@ async fn daemon_session(tcp: bool) {
     let (der, _) = csr(Some("spiffe://example.com/frontend"));
     let svid = call(conn.as_ref(), &Request::SignWorkload(WorkloadCsr { workload_id: "frontend".into(), csr_der: der, ttl_secs: Some(600) })).await.expect_svid().unwrap();
     assert_eq!(svid.spiffe_id, "spiffe://example.com/frontend");
+    // The WorkloadIdentity's spec.svid.x509.dnsNames are granted as DNS SANs.
+    let (_, leaf) = x509_parser::parse_x509_certificate(&svid.chain_der[0]).unwrap();
+    let sans: Vec<String> = leaf.subject_alternative_name().unwrap().unwrap().value.general_names.iter().map(|n| n.to_string()).collect();
+    assert!(sans.iter().any(|n| n.contains("frontend.internal.example.com")), "{sans:?}");
+    assert!(sans.iter().any(|n| n.contains("spiffe://example.com/frontend")), "{sans:?}");
     let (der, _) = csr(None);
     let r = call(conn.as_ref(), &Request::SignWorkload(WorkloadCsr { workload_id: "payments".into(), csr_der: der, ttl_secs: None })).await;
     assert_eq!(code(r), ErrorCode::Unauthorized);

@@ -42,6 +42,8 @@ struct Grant {
     id: SpiffeId,
     /// `spec.svid.x509.ttl` of the granting WorkloadIdentity.
     ttl: Option<Duration>,
+    /// `spec.svid.x509.dnsNames` of the granting WorkloadIdentity.
+    dns_names: Vec<String>,
     /// `namespace/name` of the granting WorkloadIdentity, for logs.
     granted_by: String,
 }
@@ -80,7 +82,7 @@ impl Authorizer {
     /// by the WorkloadIdentity's `spec.svid.x509.ttl`, which is also the default; the CA caps
     /// it further.
     ///
-    /// Not yet applied: `spec.svid.x509.dnsNames`, because `Ca::sign_csr` takes no DNS SANs.
+    /// `spec.svid.x509.dnsNames` become DNS SANs of the SVID.
     pub async fn sign_workload(
         &self,
         daemon: &SpiffeId,
@@ -96,7 +98,7 @@ impl Authorizer {
             (asked, policy) => asked.or(policy),
         };
         let span = tracing::info_span!("sign_workload", %daemon, workload = %grant.id);
-        let result = self.pool.sign(permit, csr_der, grant.id.clone(), ttl, now).instrument(span.clone()).await;
+        let result = self.pool.sign_with_dns_names(permit, csr_der, grant.id.clone(), grant.dns_names.clone(), ttl, now).instrument(span.clone()).await;
         let _enter = span.enter();
         match &result {
             Ok(svid) => tracing::info!(
@@ -162,6 +164,7 @@ impl Authorizer {
                         .and_then(|s| s.x509.as_ref())
                         .and_then(|x| x.ttl.as_ref())
                         .map(|t| t.as_duration()),
+                    dns_names: wi.spec.svid.as_ref().and_then(|s| s.x509.as_ref()).map(|x| x.dns_names.clone()).unwrap_or_default(),
                     granted_by: format!("{}/{}", obj.key.namespace, obj.key.name),
                 });
             }

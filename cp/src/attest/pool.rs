@@ -106,6 +106,19 @@ impl SigningPool {
         ttl: Option<Duration>,
         now: SystemTime,
     ) -> Result<Svid, AttestError> {
+        self.sign_with_dns_names(permit, csr_der, id, Vec::new(), ttl, now).await
+    }
+
+    /// [`Self::sign`] with DNS SANs granted by policy.
+    pub async fn sign_with_dns_names(
+        &self,
+        permit: SigningPermit,
+        csr_der: &[u8],
+        id: SpiffeId,
+        dns_names: Vec<String>,
+        ttl: Option<Duration>,
+        now: SystemTime,
+    ) -> Result<Svid, AttestError> {
         if csr_der.len() > MAX_CSR_BYTES {
             return Err(AttestError::InvalidCsr(format!(
                 "CSR is {} bytes, the limit is {MAX_CSR_BYTES}",
@@ -119,7 +132,7 @@ impl SigningPool {
             let _permit = permit;
             let n = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             counters.peak.fetch_max(n, Ordering::SeqCst);
-            let result = ca.sign_csr(&csr, &id, ttl, now);
+            let result = ca.sign_csr_with_dns_names(&csr, &id, &dns_names, ttl, now);
             counters.in_flight.fetch_sub(1, Ordering::SeqCst);
             result
         });

@@ -25,6 +25,19 @@ impl Ca {
         ttl: Option<Duration>,
         now: SystemTime,
     ) -> Result<Svid, CsrError> {
+        self.sign_csr_with_dns_names(csr_der, requested, &[], ttl, now)
+    }
+
+    /// [`Self::sign_csr`], adding DNS SANs that CA policy (a WorkloadIdentity's
+    /// `spec.svid.x509.dnsNames`) grants — never names the CSR asks for.
+    pub fn sign_csr_with_dns_names(
+        &self,
+        csr_der: &[u8],
+        requested: &SpiffeId,
+        dns_names: &[String],
+        ttl: Option<Duration>,
+        now: SystemTime,
+    ) -> Result<Svid, CsrError> {
         self.check_id(requested)?;
         let checked = check_csr(csr_der)?;
         if let Some(csr_id) = &checked.uri_san {
@@ -38,7 +51,7 @@ impl Ca {
         let ttl = ttl
             .unwrap_or(self.config.default_svid_ttl)
             .min(self.config.max_svid_ttl);
-        Ok(self.issue(requested, &checked.public_key(), &[], &[], ttl, now)?)
+        Ok(self.issue(requested, &checked.public_key(), dns_names, &[], ttl, now)?)
     }
 
     /// [`Self::sign_csr`] for a PEM `CERTIFICATE REQUEST`.
