@@ -21,6 +21,7 @@ pub mod backoff;
 pub mod certs;
 pub mod config;
 pub mod datadir;
+pub mod dataplane;
 pub mod identity;
 pub mod link;
 pub mod metadata;
