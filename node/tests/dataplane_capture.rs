@@ -152,6 +152,7 @@ fn rules(uids: &[u32], gids: &[u32], services: &[&str], inbound: &[u16]) -> Capt
             uids: uids.iter().copied().collect(),
             gids: gids.iter().copied().collect(),
             cgroups: Default::default(),
+            all_processes: false,
             destinations: Destinations::services(services.iter().map(|s| s.parse().unwrap())),
         },
         inbound_ports: inbound.iter().copied().collect(),

@@ -128,6 +128,9 @@ pub struct OutboundSelection {
     pub uids: BTreeSet<u32>,
     pub gids: BTreeSet<u32>,
     pub cgroups: BTreeSet<String>,
+    /// Every local process (the daemon's marked sockets excepted): for selectors on labels
+    /// that nftables cannot see, such as `process:name`.
+    pub all_processes: bool,
     pub destinations: Destinations,
 }
 

@@ -110,7 +110,7 @@ impl TableState {
             super::Destinations::Only { services, .. } => services.iter().copied().map(unmap_sa).collect(),
         };
         ruleset::SETS.iter().all(|(s, _)| self.sets.contains_key(*s))
-            && chain_ok("output", Some("output"), ruleset::output_rules(cfg, &sel.cgroups).len())
+            && chain_ok("output", Some("output"), ruleset::output_rules(cfg, sel).len())
             && chain_ok(ruleset::DEST_CHAIN, None, ruleset::dest_rules(cfg, &sel.destinations).len())
             && chain_ok("prerouting", Some("prerouting"), ruleset::prerouting_rules(cfg).len())
             && self.uids() == sel.uids

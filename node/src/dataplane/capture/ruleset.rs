@@ -103,7 +103,7 @@ fn populate(cfg: &CaptureConfig, rules: &CaptureRules) -> String {
     add_elements(&mut s, &t, "in_ports", rules.inbound_ports.iter().map(u16::to_string));
 
     let _ = writeln!(s, "flush chain {t} output");
-    for r in output_rules(cfg, &sel.cgroups) {
+    for r in output_rules(cfg, sel) {
         let _ = writeln!(s, "add rule {t} output {r}");
     }
     let _ = writeln!(s, "flush chain {t} {DEST_CHAIN}");
@@ -118,7 +118,8 @@ fn populate(cfg: &CaptureConfig, rules: &CaptureRules) -> String {
 }
 
 /// Rules of the output chain, in order (also used to check a listed table for drift).
-pub fn output_rules(cfg: &CaptureConfig, cgroups: &BTreeSet<String>) -> Vec<String> {
+pub fn output_rules(cfg: &CaptureConfig, sel: &super::OutboundSelection) -> Vec<String> {
+    let cgroups = &sel.cgroups;
     let mut r = vec![
         // UDP and friends are never captured.
         "meta l4proto != tcp return".to_owned(),
@@ -133,6 +134,11 @@ pub fn output_rules(cfg: &CaptureConfig, cgroups: &BTreeSet<String>) -> Vec<Stri
     for path in usable_cgroups(cgroups, Path::new(CGROUP_ROOT)) {
         let level = path.split('/').filter(|c| !c.is_empty()).count();
         r.push(format!("socket cgroupv2 level {level} \"{path}\" jump {DEST_CHAIN}"));
+    }
+    if sel.all_processes {
+        // Selectors that nftables cannot express (process name, binary hash...): capture every
+        // process and let the daemon decide per connection, passing unselected ones through.
+        r.push(format!("jump {DEST_CHAIN}"));
     }
     r
 }
@@ -241,6 +247,7 @@ mod tests {
                 uids: [1000, 65534].into(),
                 gids: [4242].into(),
                 cgroups: ["definitely/not/there".to_owned()].into(),
+                all_processes: false,
                 destinations: Destinations::Only {
                     services: [
                         "10.0.0.1:80".parse().unwrap(),
