@@ -25,6 +25,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/config_dump", get(config_dump))
+        .route("/connections", get(connections))
         .with_state(ctx)
 }
 
@@ -41,6 +42,12 @@ async fn readyz(State(ctx): State<Arc<Ctx>>) -> Response {
         }
         (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
     }
+}
+
+/// Live connections of the dataplane: endpoints, mode, TLS version and group, both SPIFFE
+/// IDs, bytes each way. Never keys.
+async fn connections(State(ctx): State<Arc<Ctx>>) -> Response {
+    axum::Json(ctx.connections.to_json()).into_response()
 }
 
 async fn config_dump(State(ctx): State<Arc<Ctx>>) -> Response {

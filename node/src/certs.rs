@@ -116,6 +116,26 @@ impl CertActor {
         }
         list.extend(st.workloads.values().filter_map(|s| info("workload", s)));
         self.ctx.shared.update(|s| s.identities = list);
+        // The dataplane's view: chain and key of every valid workload SVID.
+        let mut creds = std::collections::BTreeMap::new();
+        for c in st.workloads.values().filter_map(|s| s.current.as_ref()).filter(|c| c.is_valid_at(now)) {
+            match c.rustls().map_err(|e| format!("{e:#}")).and_then(|(chain, key)| {
+                crate::dataplane::handshake::Svid::new(chain, key).map_err(|e| e.to_string())
+            }) {
+                Ok(svid) => {
+                    creds.insert(c.spiffe_id.clone(), Arc::new(svid));
+                }
+                Err(e) => tracing::error!(spiffe_id = %c.spiffe_id, error = %e, "SVID unusable for the dataplane"),
+            }
+        }
+        let changed = {
+            let cur = self.ctx.credentials.borrow();
+            cur.len() != creds.len()
+                || cur.iter().zip(creds.iter()).any(|((a, x), (b, y))| a != b || x.chain() != y.chain())
+        };
+        if changed {
+            self.ctx.credentials.send_replace(Arc::new(creds));
+        }
     }
 
     fn start(&self, myself: &ActorRef<CertMsg>, which: Which, slot: &mut Slot) {

@@ -48,20 +48,21 @@ impl DataplaneMode {
         }
     }
 
-    /// The dataplane actually used. Only `none` exists in this release.
+    /// The dataplane actually used. `auto` stays `none` until the kernel path exists: the
+    /// userspace dataplane rewrites the host's nftables and is chosen explicitly.
     pub fn resolve(self) -> anyhow::Result<DataplaneMode> {
         match self {
             DataplaneMode::None => Ok(DataplaneMode::None),
+            DataplaneMode::Userspace => Ok(DataplaneMode::Userspace),
             DataplaneMode::Auto => {
                 tracing::info!(
-                    "--dataplane auto resolves to `none`: the kernel and userspace dataplanes come with the next issues; \
-                     the daemon manages identities and policy without enforcing them"
+                    "--dataplane auto resolves to `none` until the kernel dataplane exists; use --dataplane userspace \
+                     to enforce policy with nftables capture"
                 );
                 Ok(DataplaneMode::None)
             }
-            DataplaneMode::Kernel | DataplaneMode::Userspace => anyhow::bail!(
-                "--dataplane {} is not implemented yet (only `none`, or `auto` which resolves to `none`, are available)",
-                self.as_str()
+            DataplaneMode::Kernel => anyhow::bail!(
+                "--dataplane kernel is not implemented yet (use userspace, none, or auto)"
             ),
         }
     }
@@ -145,6 +146,8 @@ pub struct DaemonConfig {
     pub cert_tick: Duration,
     /// Requested workload SVID lifetime (`None`: the CP's / WorkloadIdentity's default).
     pub workload_ttl: Option<Duration>,
+    /// Settings of the userspace dataplane (capture table, listener ports, timeouts).
+    pub userspace: crate::userspace::UserspaceConfig,
 }
 
 impl DaemonConfig {
@@ -170,6 +173,7 @@ impl DaemonConfig {
             max_inflight_csrs: 8,
             cert_tick: Duration::from_millis(250),
             workload_ttl: None,
+            userspace: crate::userspace::UserspaceConfig::default(),
         }
     }
 
@@ -206,7 +210,7 @@ mod tests {
         assert_eq!(DataplaneMode::None.resolve().unwrap(), DataplaneMode::None);
         let e = DataplaneMode::Kernel.resolve().unwrap_err().to_string();
         assert!(e.contains("not implemented"), "{e}");
-        assert!(DataplaneMode::Userspace.resolve().is_err());
+        assert_eq!(DataplaneMode::Userspace.resolve().unwrap(), DataplaneMode::Userspace);
         assert_eq!("none".parse::<DataplaneMode>().unwrap(), DataplaneMode::None);
         assert!("bogus".parse::<DataplaneMode>().is_err());
     }

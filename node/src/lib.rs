@@ -29,6 +29,7 @@ pub mod policy;
 pub mod policy_actor;
 pub mod session;
 pub mod state;
+pub mod userspace;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +64,10 @@ pub struct Ctx {
     pub config: DaemonConfig,
     pub data: DataDir,
     pub shared: Shared,
+    /// Workload SVIDs (chain + key) for the dataplane, published by the certificate manager.
+    pub credentials: tokio::sync::watch::Sender<userspace::Credentials>,
+    /// Live connections of the dataplane (empty without one).
+    pub connections: Arc<dataplane::table::ConnectionTable>,
 }
 
 impl Ctx {
@@ -87,6 +92,7 @@ impl Ctx {
 pub struct Daemon {
     ctx: Arc<Ctx>,
     root: SupervisorHandle,
+    userspace: Option<userspace::Userspace>,
 }
 
 impl Daemon {
@@ -117,12 +123,26 @@ impl Daemon {
                 s.spiffe_id = Some(p.identity.spiffe_id.clone());
             });
         }
-        let ctx = Arc::new(Ctx { root: root.clone(), config, data, shared });
+        let (credentials, creds_rx) = tokio::sync::watch::channel(userspace::Credentials::default());
+        let connections = dataplane::table::ConnectionTable::new(dataplane::table::DEFAULT_CAPACITY);
+        let userspace = match dataplane {
+            DataplaneMode::Userspace => Some(
+                userspace::Userspace::start(config.userspace.clone(), creds_rx, connections.clone())
+                    .await
+                    .context("starting the userspace dataplane")?,
+            ),
+            _ => None,
+        };
+        let connector: Arc<dyn policy_actor::Connector> = match &userspace {
+            Some(u) => Arc::new(u.clone()),
+            None => Arc::new(NoDataplane),
+        };
+        let ctx = Arc::new(Ctx { root: root.clone(), config, data, shared, credentials, connections });
         let backoff = Backoff::fixed_growth(Duration::from_millis(100), Duration::from_secs(10), 2.0);
         let children = vec![
             ChildSpec::actor("metadata", MetadataActor { cloud: Arc::new(NoCloud), pod: Arc::new(NoPod) }, ())
                 .backoff(backoff.clone()),
-            ChildSpec::actor("policy", PolicyActor { ctx: ctx.clone(), connector: Arc::new(NoDataplane) }, ())
+            ChildSpec::actor("policy", PolicyActor { ctx: ctx.clone(), connector }, ())
                 .backoff(backoff.clone()),
             ChildSpec::actor("certs", CertActor { ctx: ctx.clone() }, ()).backoff(backoff.clone()),
             ChildSpec::actor("cp-session", SessionActor { ctx: ctx.clone() }, ()).backoff(backoff.clone()),
@@ -132,7 +152,7 @@ impl Daemon {
             Supervisor::start(root.clone(), SupervisorConfig::with_budget(20, Duration::from_secs(60)), children)
                 .await
                 .with_context(|| format!("starting the daemon's actor tree {root}"))?;
-        Ok(Daemon { ctx, root: handle })
+        Ok(Daemon { ctx, root: handle, userspace })
     }
 
     /// The registered name of the root supervisor (unique per process).
@@ -228,7 +248,16 @@ impl Daemon {
 
     /// Stops the tree in order (admin, session, certs, policy, metadata).
     pub async fn shutdown(self) -> SupervisorExit {
-        self.root.shutdown(Some("daemon shutdown".into())).await
+        let exit = self.root.shutdown(Some("daemon shutdown".into())).await;
+        if let Some(u) = &self.userspace {
+            u.stop().await;
+        }
+        exit
+    }
+
+    /// The live connection table of the dataplane.
+    pub fn connections(&self) -> &Arc<dataplane::table::ConnectionTable> {
+        &self.ctx.connections
     }
 }
 

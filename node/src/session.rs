@@ -532,7 +532,7 @@ async fn serve_tunnel(ctx: &Arc<Ctx>, conn: Arc<dyn Connection>) {
 pub fn tunnel_answer(ctx: &Ctx, req: TunnelRequest) -> TunnelResponse {
     let status = ctx.shared.get();
     match req {
-        TunnelRequest::ConnectionTable => TunnelResponse::ConnectionTable(Vec::new()),
+        TunnelRequest::ConnectionTable => TunnelResponse::ConnectionTable(ctx.connections.entries()),
         TunnelRequest::Health => {
             let reasons = status.not_ready_reasons(SystemTime::now());
             let mut details = vec![

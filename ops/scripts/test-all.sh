@@ -10,6 +10,9 @@ command -v kubectl >/dev/null || need_pkgs+=(kubernetes-client)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
+command -v curl >/dev/null || need_pkgs+=(curl)
+command -v python3 >/dev/null || need_pkgs+=(python3)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -19,6 +22,9 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+
+# Namespace tests must run (as root), never skip.
+export RIPTIDES_NETNS_REQUIRED=1
 
 # Unit, integration and multi-process tests (doctests run separately: nextest skips them).
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -124,6 +124,13 @@ pub struct IngressDecision {
 }
 
 /// The compiled policy. Cheap to query, immutable; rebuild on every policy revision.
+/// An address a Service names, as the capture layer needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Exact(std::net::IpAddr),
+    Network(std::net::IpAddr, u8),
+}
+
 #[derive(Debug, Clone)]
 pub struct Rules {
     trust_domain: TrustDomain,
@@ -301,6 +308,22 @@ impl Rules {
     }
 
     /// All protected local ports (what capture must redirect inbound).
+    /// Every IP and network (with its port) a Service names, for the capture rules. DNS
+    /// names are left out: nftables matches addresses, and SNI is only seen in userspace.
+    pub fn service_endpoints(&self) -> Vec<(Endpoint, u16)> {
+        let mut out = Vec::new();
+        for svc in &self.services {
+            for (a, port) in &svc.addresses {
+                match a {
+                    address::AddressMatch::Ip(ip) => out.push((Endpoint::Exact(*ip), *port)),
+                    address::AddressMatch::Cidr { network, prefix } => out.push((Endpoint::Network(*network, *prefix), *port)),
+                    address::AddressMatch::Dns(_) => {}
+                }
+            }
+        }
+        out
+    }
+
     pub fn ingress_ports(&self) -> impl Iterator<Item = u16> + '_ {
         self.ingress.keys().copied()
     }

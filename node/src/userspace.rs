@@ -1,0 +1,353 @@
+//! The userspace dataplane: nftables capture into two local listeners, and for every captured
+//! connection the same handshake and policy code the kernel path uses.
+//!
+//! Outbound (a local workload dials a remote address): the connection arrives at the outbound
+//! listener; its original destination comes from `SO_ORIGINAL_DST`, its process from sock_diag
+//! and `/proc`; the policy decides (mTLS to the destination in MUTUAL/PERMISSIVE/SIMPLE, or
+//! passthrough for what no rule covers); the daemon dials the destination itself with a marked
+//! socket (never captured again) and relays.
+//!
+//! Inbound (a remote node dials a port covered by an ingress rule): the connection arrives at
+//! the inbound listener; a Riptides ClientHello is terminated with the SVID of the workload
+//! owning the port, the client's identity checked against the rule in the handshake, and the
+//! plaintext relayed to the application; a plaintext first byte is accepted only in PERMISSIVE.
+//!
+//! Fail closed: MUTUAL never falls back to plaintext; a connection that cannot be decided is
+//! dropped, not passed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use riptides_wire::proto::messages::PolicyDocument;
+use riptides_wire::resource::core::TlsMode;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::dataplane::capture::{mark_socket, original_dst, Capture, CaptureConfig, CaptureRules, Destinations, IpNet, OutboundSelection};
+use crate::dataplane::handshake::{accept_mtls, connect_mtls, sniff, Alpn, FirstBytes, HandshakeConfig, Svid};
+use crate::dataplane::process::{IdentifyConfig, Identifier};
+use crate::dataplane::relay::{relay, RelayConfig};
+use crate::dataplane::rules::{EgressDecision, Rules};
+use crate::dataplane::table::{ConnectionTable, Direction};
+use crate::policy_actor::Connector;
+
+/// The workload SVIDs the certificate manager holds, by SPIFFE ID.
+pub type Credentials = Arc<BTreeMap<String, Arc<Svid>>>;
+
+/// Settings of the userspace dataplane, defaults in one place.
+#[derive(Debug, Clone)]
+pub struct UserspaceConfig {
+    pub capture: CaptureConfig,
+    pub handshake: HandshakeConfig,
+    pub relay: RelayConfig,
+    /// How long a destination found not to be a Riptides node is dialled in plaintext
+    /// (PERMISSIVE egress) before mTLS is tried again.
+    pub permissive_memory: Duration,
+    /// Connections handled at once per listener; more wait in the accept queue.
+    pub max_connections: usize,
+    /// How long to wait for the application's first bytes to tell TLS (passthrough) from
+    /// plaintext on outbound connections. Server-speaks-first protocols pay this once.
+    pub first_bytes_wait: Duration,
+}
+
+impl Default for UserspaceConfig {
+    fn default() -> Self {
+        UserspaceConfig {
+            capture: CaptureConfig::default(),
+            handshake: HandshakeConfig::default(),
+            relay: RelayConfig::default(),
+            permissive_memory: Duration::from_secs(300),
+            max_connections: 4096,
+            first_bytes_wait: Duration::from_millis(200),
+        }
+    }
+}
+
+struct Inner {
+    cfg: UserspaceConfig,
+    rules: watch::Sender<Option<Arc<Rules>>>,
+    creds: watch::Receiver<Credentials>,
+    table: Arc<ConnectionTable>,
+    identifier: Arc<Identifier>,
+    capture: Capture,
+    /// Destinations that answered a PERMISSIVE mTLS attempt like a non-Riptides peer.
+    plaintext_peers: Mutex<HashMap<SocketAddr, Instant>>,
+    cancel: CancellationToken,
+}
+
+/// A running userspace dataplane. Dropping it stops the listeners; call [`Userspace::stop`]
+/// to remove the nftables table as well.
+#[derive(Clone)]
+pub struct Userspace {
+    inner: Arc<Inner>,
+}
+
+impl Userspace {
+    /// Installs the (empty) capture table — replacing one a crash left behind — and starts
+    /// both listeners.
+    pub async fn start(cfg: UserspaceConfig, creds: watch::Receiver<Credentials>, table: Arc<ConnectionTable>) -> anyhow::Result<Userspace> {
+        use anyhow::Context;
+        let out_l = TcpListener::bind(("0.0.0.0", cfg.capture.outbound_port))
+            .await
+            .with_context(|| format!("binding the outbound listener on port {}", cfg.capture.outbound_port))?;
+        let in_l = TcpListener::bind(("0.0.0.0", cfg.capture.inbound_port))
+            .await
+            .with_context(|| format!("binding the inbound listener on port {}", cfg.capture.inbound_port))?;
+        let (capture, reconciled) = Capture::reconcile_async(cfg.capture.clone(), CaptureRules::default()).await.context("installing the nftables table")?;
+        tracing::info!(?reconciled, table = %cfg.capture.table, "userspace dataplane capture installed");
+        let (rules, _) = watch::channel(None);
+        let inner = Arc::new(Inner {
+            identifier: Arc::new(Identifier::new(IdentifyConfig::default())),
+            cfg,
+            rules,
+            creds,
+            table,
+            capture,
+            plaintext_peers: Mutex::new(HashMap::new()),
+            cancel: CancellationToken::new(),
+        });
+        tokio::spawn(accept_loop(out_l, inner.clone(), Direction::Outbound));
+        tokio::spawn(accept_loop(in_l, inner.clone(), Direction::Inbound));
+        Ok(Userspace { inner })
+    }
+
+    /// Stops the listeners and removes the nftables table.
+    pub async fn stop(&self) {
+        self.inner.cancel.cancel();
+        if let Err(e) = self.inner.capture.remove_async().await {
+            tracing::warn!(error = %e, "could not remove the capture table");
+        }
+    }
+
+    pub fn table(&self) -> &Arc<ConnectionTable> {
+        &self.inner.table
+    }
+}
+
+impl Connector for Userspace {
+    fn name(&self) -> &'static str {
+        "userspace"
+    }
+
+    fn apply(&self, revision: u64, document: &PolicyDocument) {
+        let rules = match Rules::compile(document) {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                // Keep enforcing the previous rules: dropping them would pass MUTUAL traffic.
+                tracing::error!(revision, error = %e, "policy does not compile; keeping the previous rules");
+                return;
+            }
+        };
+        for w in rules.warnings() {
+            tracing::warn!(revision, warning = %w, "policy");
+        }
+        let capture_rules = capture_rules(&rules);
+        self.inner.rules.send_replace(Some(rules));
+        let capture = self.inner.capture.clone();
+        tokio::spawn(async move {
+            match capture.update_async(capture_rules).await {
+                Ok(()) => tracing::info!(revision, "capture rules updated"),
+                Err(e) => tracing::error!(revision, error = %e, "could not update the capture rules"),
+            }
+        });
+    }
+}
+
+/// What nftables must redirect for these rules: every process's connections to the
+/// addresses of Services (the daemon decides per connection which workload it is and passes
+/// the others through), and the ports covered by ingress rules.
+fn capture_rules(rules: &Rules) -> CaptureRules {
+    let mut services = std::collections::BTreeSet::new();
+    let mut networks = std::collections::BTreeSet::new();
+    for (addr, port) in rules.service_endpoints() {
+        match addr {
+            crate::dataplane::rules::Endpoint::Exact(ip) => {
+                services.insert(SocketAddr::new(ip, port));
+            }
+            crate::dataplane::rules::Endpoint::Network(ip, prefix) => {
+                if let Ok(n) = IpNet::new(ip, prefix) {
+                    networks.insert(n);
+                }
+            }
+        }
+    }
+    CaptureRules {
+        outbound: OutboundSelection {
+            all_processes: !rules.workloads().is_empty(),
+            destinations: Destinations::Only { services, networks },
+            ..OutboundSelection::default()
+        },
+        inbound_ports: rules.ingress_ports().collect(),
+    }
+}
+
+async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, direction: Direction) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(inner.cfg.max_connections));
+    loop {
+        let permit = tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let dst = match original_dst(&stream) {
+                Ok(d) if Some(d) != stream.local_addr().ok() => d,
+                // Not a redirected connection: someone dialled the listener directly.
+                _ => return,
+            };
+            let span = tracing::info_span!("conn", ?direction, src = %peer, dst = %dst, workload = tracing::field::Empty, peer_id = tracing::field::Empty);
+            let r = match direction {
+                Direction::Outbound => outbound(stream, peer, dst, &inner).instrument(span.clone()).await,
+                Direction::Inbound => inbound(stream, peer, dst, &inner).instrument(span.clone()).await,
+            };
+            if let Err(e) = r {
+                span.in_scope(|| tracing::info!(error = %format!("{e:#}"), "connection refused or failed"));
+            }
+        });
+    }
+}
+
+/// Dials `dst` with the daemon's mark, so the connection is not captured again.
+async fn dial_marked(dst: SocketAddr, mark: u32) -> std::io::Result<TcpStream> {
+    let sock = if dst.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    mark_socket(&sock, mark)?;
+    let s = tokio::time::timeout(Duration::from_secs(10), sock.connect(dst))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connecting to {dst} timed out")))??;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+fn current_rules(inner: &Inner) -> Option<Arc<Rules>> {
+    inner.rules.borrow().clone()
+}
+
+async fn outbound(client: TcpStream, peer: SocketAddr, dst: SocketAddr, inner: &Inner) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let _ = client.set_nodelay(true);
+    let guard = inner.table.insert(peer, dst, Direction::Outbound).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let row = guard.row().clone();
+    let rules = current_rules(inner);
+    let labels = match inner.identifier.identify_async(peer, dst).await {
+        Ok(w) => w.labels,
+        Err(e) => {
+            tracing::debug!(error = %e, "process not identified");
+            Default::default()
+        }
+    };
+    let workload = rules.as_ref().and_then(|r| r.select_workload(&labels).cloned());
+    let decision = match (&rules, &workload) {
+        (Some(r), Some(w)) => r.egress_decision(w, dst, None),
+        _ => EgressDecision::Passthrough,
+    };
+    let upstream = dial_marked(dst, inner.cfg.capture.mark).await.with_context(|| format!("dialing {dst}"))?;
+    let (mode, allowed) = match decision {
+        EgressDecision::Passthrough => {
+            row.set_mode("passthrough");
+            row.set_state("established");
+            relay(client, upstream, &row.counters, &inner.cfg.relay).await?;
+            return Ok(());
+        }
+        EgressDecision::Mtls { mode, allowed, .. } => (mode, allowed),
+    };
+    let (Some(rules), Some(w)) = (rules, workload) else { unreachable!("an mTLS decision needs rules and a workload") };
+    tracing::Span::current().record("workload", tracing::field::display(&w.spiffe_id));
+    row.set_own_id(&w.spiffe_id);
+    if mode == TlsMode::Simple {
+        anyhow::bail!("SIMPLE egress (external services) is not supported by the userspace dataplane yet; refusing rather than sending plaintext");
+    }
+    if mode == TlsMode::Permissive && remembered_plaintext(inner, dst) {
+        row.set_mode("permissive-plaintext");
+        row.set_state("established");
+        relay(client, upstream, &row.counters, &inner.cfg.relay).await?;
+        return Ok(());
+    }
+    let svid = inner.creds.borrow().get(w.spiffe_id.as_str()).cloned().with_context(|| format!("no SVID for {} yet; refusing (fail closed)", w.spiffe_id))?;
+    // An application that already speaks TLS is wrapped, not re-encrypted.
+    let alpn = match sniff(&client, inner.cfg.first_bytes_wait).await {
+        Ok(FirstBytes::Tls) => Alpn::Passthrough,
+        _ => Alpn::Riptides,
+    };
+    match connect_mtls(upstream, &svid, &allowed, rules.bundles(), alpn, &inner.cfg.handshake).await {
+        Ok((tls, info)) => {
+            tracing::Span::current().record("peer_id", tracing::field::debug(&info.peer_id));
+            row.set_mode(format!("{mode:?}").to_uppercase());
+            row.set_handshake(&info);
+            row.set_state("established");
+            tracing::info!(peer = ?info.peer_id, kx = %info.kx_group_name(), "outbound mTLS established");
+            relay(client, tls, &row.counters, &inner.cfg.relay).await?;
+            Ok(())
+        }
+        Err(e) if mode == TlsMode::Permissive && e.peer_is_not_riptides() => {
+            tracing::info!(error = %e, "destination is not a Riptides node; PERMISSIVE falls back to plaintext");
+            inner.plaintext_peers.lock().unwrap_or_else(|p| p.into_inner()).insert(dst, Instant::now());
+            let upstream = dial_marked(dst, inner.cfg.capture.mark).await?;
+            row.set_mode("permissive-plaintext");
+            row.set_state("established");
+            relay(client, upstream, &row.counters, &inner.cfg.relay).await?;
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!(e).context(format!("mTLS to {dst} failed ({mode:?}: no plaintext fallback)"))),
+    }
+}
+
+fn remembered_plaintext(inner: &Inner, dst: SocketAddr) -> bool {
+    let mut m = inner.plaintext_peers.lock().unwrap_or_else(|p| p.into_inner());
+    m.retain(|_, t| t.elapsed() < inner.cfg.permissive_memory);
+    m.contains_key(&dst)
+}
+
+async fn inbound(client: TcpStream, peer: SocketAddr, dst: SocketAddr, inner: &Inner) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let _ = client.set_nodelay(true);
+    let guard = inner.table.insert(peer, dst, Direction::Inbound).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let row = guard.row().clone();
+    let rules = current_rules(inner).context("no policy yet; refusing")?;
+    let decision = rules.ingress_decision(dst.port()).cloned().with_context(|| format!("port {} is no longer covered by an ingress rule", dst.port()))?;
+    tracing::Span::current().record("workload", tracing::field::display(&decision.workload.spiffe_id));
+    row.set_own_id(&decision.workload.spiffe_id);
+    let first = sniff(&client, inner.cfg.handshake.sniff_timeout).await?;
+    match first {
+        FirstBytes::Plaintext if decision.mode == TlsMode::Permissive => {
+            row.set_mode("permissive-plaintext");
+            row.set_state("established");
+            let app = dial_marked(dst, inner.cfg.capture.mark).await?;
+            relay(app, client, &row.counters, &inner.cfg.relay).await?;
+            Ok(())
+        }
+        FirstBytes::Plaintext => anyhow::bail!("plaintext refused on a {:?} port", decision.mode),
+        FirstBytes::Tls => {
+            let svid = inner
+                .creds
+                .borrow()
+                .get(decision.workload.spiffe_id.as_str())
+                .cloned()
+                .with_context(|| format!("no SVID for {} yet; refusing", decision.workload.spiffe_id))?;
+            let (tls, info) = accept_mtls(client, &svid, &decision.allowed, rules.bundles(), &inner.cfg.handshake).await?;
+            tracing::Span::current().record("peer_id", tracing::field::debug(&info.peer_id));
+            row.set_mode(format!("{:?}", decision.mode).to_uppercase());
+            row.set_handshake(&info);
+            row.set_state("established");
+            tracing::info!(peer = ?info.peer_id, "inbound mTLS accepted");
+            let app = dial_marked(dst, inner.cfg.capture.mark).await?;
+            relay(app, tls, &row.counters, &inner.cfg.relay).await?;
+            Ok(())
+        }
+    }
+}
