@@ -238,8 +238,10 @@ fn current_rules(inner: &Inner) -> Option<Arc<Rules>> {
     inner.rules.borrow().clone()
 }
 
-async fn outbound(client: TcpStream, peer: SocketAddr, dst: SocketAddr, inner: &Inner) -> anyhow::Result<()> {
+async fn outbound(mut client: TcpStream, peer: SocketAddr, dst: SocketAddr, inner: &Inner) -> anyhow::Result<()> {
     use anyhow::Context;
+    use crate::dataplane::handshake::{connect_simple, read_client_hello, AppHello};
+    use crate::dataplane::relay::Prefixed;
     let _ = client.set_nodelay(true);
     let guard = inner.table.insert(peer, dst, Direction::Outbound).map_err(|e| anyhow::anyhow!("{e}"))?;
     let row = guard.row().clone();
@@ -252,25 +254,58 @@ async fn outbound(client: TcpStream, peer: SocketAddr, dst: SocketAddr, inner: &
         }
     };
     let workload = rules.as_ref().and_then(|r| r.select_workload(&labels).cloned());
+    // The application's first flight: a TLS ClientHello (its SNI and ALPN are available to
+    // policy; the bytes are forwarded unchanged), or plaintext. Server-speaks-first protocols
+    // send nothing; they wait `first_bytes_wait` once.
+    let (prefix, hello) = if workload.is_some() {
+        let cfg = HandshakeConfig { sniff_timeout: inner.cfg.first_bytes_wait, ..inner.cfg.handshake.clone() };
+        read_client_hello(&mut client, &cfg).await.context("reading the application's first bytes")?
+    } else {
+        (Vec::new(), AppHello::Silent)
+    };
+    let sni = match &hello {
+        AppHello::ClientHello(info) => info.server_name.clone(),
+        _ => None,
+    };
+    let app_tls = matches!(hello, AppHello::ClientHello(_) | AppHello::Incomplete);
+    let client = Prefixed::new(prefix, client);
     let decision = match (&rules, &workload) {
-        (Some(r), Some(w)) => r.egress_decision(w, dst, None),
+        (Some(r), Some(w)) => r.egress_decision(w, dst, sni.as_deref()),
         _ => EgressDecision::Passthrough,
     };
     let upstream = dial_marked(dst, inner.cfg.capture.mark).await.with_context(|| format!("dialing {dst}"))?;
-    let (mode, allowed) = match decision {
+    let (mode, allowed, service) = match decision {
         EgressDecision::Passthrough => {
             row.set_mode("passthrough");
             row.set_state("established");
             relay(client, upstream, &row.counters, &inner.cfg.relay).await?;
             return Ok(());
         }
-        EgressDecision::Mtls { mode, allowed, .. } => (mode, allowed),
+        EgressDecision::Mtls { mode, allowed, service, .. } => (mode, allowed, service),
     };
     let (Some(rules), Some(w)) = (rules, workload) else { unreachable!("an mTLS decision needs rules and a workload") };
     tracing::Span::current().record("workload", tracing::field::display(&w.spiffe_id));
     row.set_own_id(&w.spiffe_id);
     if mode == TlsMode::Simple {
-        anyhow::bail!("SIMPLE egress (external services) is not supported by the userspace dataplane yet; refusing rather than sending plaintext");
+        if app_tls {
+            // The application does its own TLS to the external service; adding ours would
+            // break it, and it is already encrypted.
+            row.set_mode("SIMPLE (application TLS)");
+            row.set_state("established");
+            relay(client, upstream, &row.counters, &inner.cfg.relay).await?;
+            return Ok(());
+        }
+        let roots = external_roots(&service).with_context(|| format!("no CA to verify {}", service.name))?;
+        let server_name = service.server_name.clone().unwrap_or_else(|| sni.clone().unwrap_or_else(|| dst.ip().to_string()));
+        let (tls, info) = connect_simple(upstream, &server_name, &roots, true, &[], &inner.cfg.handshake)
+            .await
+            .with_context(|| format!("TLS to external service {server_name} ({dst})"))?;
+        row.set_mode("SIMPLE");
+        row.set_handshake(&info);
+        row.set_state("established");
+        tracing::info!(server = %server_name, version = %info.tls_version_name(), "outbound TLS (SIMPLE) established");
+        relay(client, tls, &row.counters, &inner.cfg.relay).await?;
+        return Ok(());
     }
     if mode == TlsMode::Permissive && remembered_plaintext(inner, dst) {
         row.set_mode("permissive-plaintext");
@@ -280,17 +315,14 @@ async fn outbound(client: TcpStream, peer: SocketAddr, dst: SocketAddr, inner: &
     }
     let svid = inner.creds.borrow().get(w.spiffe_id.as_str()).cloned().with_context(|| format!("no SVID for {} yet; refusing (fail closed)", w.spiffe_id))?;
     // An application that already speaks TLS is wrapped, not re-encrypted.
-    let alpn = match sniff(&client, inner.cfg.first_bytes_wait).await {
-        Ok(FirstBytes::Tls) => Alpn::Passthrough,
-        _ => Alpn::Riptides,
-    };
+    let alpn = if app_tls { Alpn::Passthrough } else { Alpn::Riptides };
     match connect_mtls(upstream, &svid, &allowed, rules.bundles(), alpn, &inner.cfg.handshake).await {
         Ok((tls, info)) => {
             tracing::Span::current().record("peer_id", tracing::field::debug(&info.peer_id));
             row.set_mode(format!("{mode:?}").to_uppercase());
             row.set_handshake(&info);
             row.set_state("established");
-            tracing::info!(peer = ?info.peer_id, kx = %info.kx_group_name(), "outbound mTLS established");
+            tracing::info!(peer = ?info.peer_id, kx = %info.kx_group_name(), alpn = ?alpn, "outbound mTLS established");
             relay(client, tls, &row.counters, &inner.cfg.relay).await?;
             Ok(())
         }
@@ -305,6 +337,15 @@ async fn outbound(client: TcpStream, peer: SocketAddr, dst: SocketAddr, inner: &
         }
         Err(e) => Err(anyhow::anyhow!(e).context(format!("mTLS to {dst} failed ({mode:?}: no plaintext fallback)"))),
     }
+}
+
+/// CAs that verify an external (SIMPLE) service: its `tls.caBundle`, else the system's.
+fn external_roots(service: &crate::dataplane::rules::ServiceInfo) -> Option<Vec<rustls_pki_types::CertificateDer<'static>>> {
+    if let Some(pem) = &service.ca_bundle {
+        return riptides_wire::tls::load_certs_pem(pem.as_bytes()).ok().filter(|c| !c.is_empty());
+    }
+    let system = std::fs::read("/etc/ssl/certs/ca-certificates.crt").ok()?;
+    riptides_wire::tls::load_certs_pem(&system).ok().filter(|c| !c.is_empty())
 }
 
 fn remembered_plaintext(inner: &Inner, dst: SocketAddr) -> bool {
