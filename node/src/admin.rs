@@ -55,8 +55,28 @@ async fn config_dump(State(ctx): State<Arc<Ctx>>) -> Response {
 }
 
 /// Renders the Prometheus text exposition of a status snapshot.
-pub fn render_metrics(s: &Status, now: SystemTime) -> String {
+pub fn render_metrics(s: &Status, now: SystemTime, table: &crate::dataplane::table::ConnectionTable) -> String {
     let mut reg = Registry::with_prefix("riptides_daemon");
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        let t = table.totals();
+        let conns: Family<Vec<(String, String)>, Counter> = Family::default();
+        for (dir, n) in [("outbound", &t.outbound), ("inbound", &t.inbound)] {
+            conns.get_or_create(&vec![("direction".to_owned(), dir.to_owned())]).inc_by(n.load(Relaxed));
+        }
+        reg.register("dataplane_connections", "Connections the dataplane handled, by direction", conns);
+        let failed: Family<Vec<(String, String)>, Counter> = Family::default();
+        failed.get_or_create(&vec![("direction".to_owned(), "outbound".to_owned())]).inc_by(t.outbound_failed.load(Relaxed));
+        failed.get_or_create(&vec![("direction".to_owned(), "inbound".to_owned())]).inc_by(t.inbound_failed.load(Relaxed));
+        reg.register("dataplane_connection_failures", "Connections refused or failed (policy, handshake, dial)", failed);
+        let active: Gauge = Gauge::default();
+        active.set(table.len() as i64);
+        reg.register("dataplane_connections_active", "Connections in the table now", active);
+        let bytes: Family<Vec<(String, String)>, Counter> = Family::default();
+        bytes.get_or_create(&vec![("direction".to_owned(), "in".to_owned())]).inc_by(t.bytes_in.load(Relaxed));
+        bytes.get_or_create(&vec![("direction".to_owned(), "out".to_owned())]).inc_by(t.bytes_out.load(Relaxed));
+        reg.register("dataplane_bytes", "Bytes relayed by closed connections", bytes);
+    }
     let connected: Gauge = Gauge::default();
     connected.set(i64::from(s.connected));
     reg.register("connected", "Whether the daemon is connected to the control plane", connected);
@@ -89,7 +109,7 @@ pub fn render_metrics(s: &Status, now: SystemTime) -> String {
 }
 
 async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
-    let body = render_metrics(&ctx.shared.get(), SystemTime::now());
+    let body = render_metrics(&ctx.shared.get(), SystemTime::now(), &ctx.connections);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }
 

@@ -217,6 +217,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, direction: Direct
                 Direction::Inbound => inbound(stream, peer, dst, &inner).instrument(span.clone()).await,
             };
             if let Err(e) = r {
+                inner.table.record_failure(direction);
                 span.in_scope(|| tracing::info!(error = %format!("{e:#}"), "connection refused or failed"));
             }
         });

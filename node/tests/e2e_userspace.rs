@@ -73,6 +73,11 @@ fn mutual_tls_no_plaintext_on_the_wire_and_refusals() {
     assert!(!out.status.success());
     assert!(f.daemon_log(1).contains("spiffe://example.com/intruder"), "node-b names the refused identity");
 
+    // Counters in /metrics.
+    let metrics = String::from_utf8(sh(&f.b, "curl -s http://127.0.0.1:15000/metrics").stdout).unwrap();
+    assert!(metrics.contains("riptides_daemon_dataplane_connections_total{direction=\"inbound\"}"), "{metrics}");
+    assert!(metrics.contains("riptides_daemon_dataplane_connection_failures_total{direction=\"inbound\"} 1"), "the intruder's refusal is counted: {metrics}");
+
     // A client that is not enrolled (the control-plane host has no daemon) sends plaintext to
     // the MUTUAL port: refused.
     let out = f.curl(&f.cp, &url);
@@ -154,11 +159,6 @@ spec:
     - selectors: [{tier: legacy}]
       connection: {tls: {mode: PERMISSIVE}}
 "#;
-
-fn openssl(host: &riptides_chaos_tests::Host, args: &str) {
-    let out = sh(host, &format!("openssl {args}"));
-    assert!(out.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 #[test]
 fn passthrough_simple_and_permissive() {

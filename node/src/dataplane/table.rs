@@ -190,6 +190,18 @@ pub struct ConnectionTable {
     capacity: usize,
     next_id: AtomicU64,
     rows: Mutex<HashMap<u64, Arc<ConnectionRow>>>,
+    totals: Totals,
+}
+
+/// Cumulative counters for `/metrics` (live rows come and go; these only grow).
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub outbound: AtomicU64,
+    pub inbound: AtomicU64,
+    pub outbound_failed: AtomicU64,
+    pub inbound_failed: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
 }
 
 /// Default capacity: generous for a host, small enough that the table stays a few MiB.
@@ -197,7 +209,12 @@ pub const DEFAULT_CAPACITY: usize = 16_384;
 
 impl ConnectionTable {
     pub fn new(capacity: usize) -> Arc<ConnectionTable> {
-        Arc::new(ConnectionTable { capacity, next_id: AtomicU64::new(1), rows: Mutex::new(HashMap::new()) })
+        Arc::new(ConnectionTable {
+            capacity,
+            next_id: AtomicU64::new(1),
+            rows: Mutex::new(HashMap::new()),
+            totals: Totals::default(),
+        })
     }
 
     fn rows(&self) -> MutexGuard<'_, HashMap<u64, Arc<ConnectionRow>>> {
@@ -226,7 +243,25 @@ impl ConnectionTable {
             progress: Mutex::new(Progress { state: "handshaking".into(), ..Progress::default() }),
         });
         rows.insert(id, row.clone());
+        match direction {
+            Direction::Outbound => &self.totals.outbound,
+            Direction::Inbound => &self.totals.inbound,
+        }
+        .fetch_add(1, Ordering::Relaxed);
         Ok(ConnectionGuard { table: Arc::downgrade(self), row })
+    }
+
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
+    /// Counts a connection that was refused or failed (handshake, policy, dial).
+    pub fn record_failure(&self, direction: Direction) {
+        let c = match direction {
+            Direction::Outbound => &self.totals.outbound_failed,
+            Direction::Inbound => &self.totals.inbound_failed,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn len(&self) -> usize {
@@ -284,6 +319,9 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         if let Some(table) = self.table.upgrade() {
             table.rows().remove(&self.row.id);
+            let (bytes_in, bytes_out) = self.row.counters.get();
+            table.totals.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+            table.totals.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
         }
     }
 }
