@@ -373,7 +373,7 @@ async fn inbound(client: TcpStream, peer: SocketAddr, dst: SocketAddr, inner: &I
             relay(app, client, &row.counters, &inner.cfg.relay).await?;
             Ok(())
         }
-        FirstBytes::Plaintext => anyhow::bail!("plaintext refused on a {:?} port", decision.mode),
+        FirstBytes::Plaintext => anyhow::bail!("plaintext refused on a {} port", format!("{:?}", decision.mode).to_uppercase()),
         FirstBytes::Tls => {
             let svid = inner
                 .creds

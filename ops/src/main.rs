@@ -12,6 +12,7 @@
 //! default `./riptides-data/admin.kubeconfig`, the file the control plane writes on first start).
 
 mod ctl;
+mod demo;
 mod manifest;
 mod output;
 mod timefmt;
@@ -48,6 +49,8 @@ enum Command {
     /// Manage join tokens for enrolling daemons.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Run the whole product end to end in network namespaces and clean up (needs root).
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +126,9 @@ impl Target {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Command::Demo(args) = cli.command {
+        return demo::run(args).await;
+    }
     let target = Target::new(cli.kubeconfig, cli.namespace)?;
     match cli.command {
         Command::Ctl(CtlCommand::Apply { files }) => ctl::apply(&target, &files).await,
@@ -141,6 +147,7 @@ async fn run(cli: Cli) -> Result<()> {
             token::list(&target, all_namespaces, output).await
         }
         Command::Token(TokenCommand::Revoke { name }) => token::revoke(&target, &name).await,
+        Command::Demo(_) => unreachable!("handled above"),
     }
 }
 
