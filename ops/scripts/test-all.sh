@@ -26,6 +26,9 @@ fi
 # Namespace tests must run (as root), never skip.
 export RIPTIDES_NETNS_REQUIRED=1
 
+# The end-to-end tests start the real binaries of every package.
+cargo build --workspace --bins
+
 # Unit, integration and multi-process tests (doctests run separately: nextest skips them).
 cargo nextest run --workspace --no-fail-fast "$@"
 cargo test --workspace --doc
