@@ -135,7 +135,7 @@ async fn tunnel(
     };
     let resp = crate::endpoint::tunnel_request(&st.sessions, &name, req)
         .await
-        .map_err(|e| ApiError::Unavailable(e))?;
+        .map_err(ApiError::Unavailable)?;
     let body = match resp {
         TunnelResponse::Health(h) => serde_json::json!({"ready": h.ready, "details": h.details.into_iter().collect::<std::collections::BTreeMap<_, _>>()}),
         TunnelResponse::ConnectionTable(rows) => serde_json::json!({"connections": rows.into_iter().map(|c| serde_json::json!({

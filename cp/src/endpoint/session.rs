@@ -150,7 +150,7 @@ impl Actor for SessionActor {
         match msg {
             SessionMsg::Tunnel(req, reply) => {
                 // Run the exchange off the actor's loop: a slow daemon must not block others.
-                let (conn, frames) = (state.conn.clone(), state.ctx.frames.clone());
+                let (conn, frames) = (state.conn.clone(), state.ctx.frames);
                 tokio::spawn(async move {
                     let r = async {
                         let mut s = conn.open_bi().await.map_err(|e| format!("cannot open a tunnel stream: {e}"))?;
