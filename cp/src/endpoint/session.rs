@@ -22,6 +22,9 @@ use super::handler::handle_stream;
 use super::{identify, status, EndpointContext, Peer, STREAMS_PER_CONNECTION};
 
 const TUNNEL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection without a client certificate may stay open: long enough to attest
+/// (with retries after a rate-limit answer), short enough that idle ones cannot pile up.
+const BOOTSTRAP_LIFETIME: Duration = Duration::from_secs(120);
 
 fn transport_name(conn: &dyn Connection) -> &'static str {
     match conn.kind() {
@@ -83,11 +86,16 @@ pub(super) async fn serve_connection(conn: Arc<dyn Connection>, ctx: Arc<Endpoin
             let span = tracing::info_span!("bootstrap", %remote);
             let cancel = CancellationToken::new();
             let served = serve_streams(conn.clone(), peer, ctx, cancel.clone());
+            // A bootstrap connection exists to attest once; it does not get to linger.
             tokio::select! {
                 _ = served.instrument(span) => {}
                 _ = conn.closed() => {}
+                _ = tokio::time::sleep(BOOTSTRAP_LIFETIME) => {
+                    tracing::debug!(%remote, "bootstrap connection closed after its lifetime");
+                }
             }
             cancel.cancel();
+            conn.close("bootstrap connection lifetime over");
         }
     }
 }
