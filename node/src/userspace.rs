@@ -247,10 +247,17 @@ async fn outbound(mut client: TcpStream, peer: SocketAddr, dst: SocketAddr, inne
     let guard = inner.table.insert(peer, dst, Direction::Outbound).map_err(|e| anyhow::anyhow!("{e}"))?;
     let row = guard.row().clone();
     let rules = current_rules(inner);
+    // Only connections to Service endpoints are captured, so a process we fail to identify
+    // (a scan deadline under load, a vanished socket) may well be a protected workload: refuse
+    // rather than let its bytes out in plaintext. A process that is identified but selected by
+    // no WorkloadIdentity is passed through untouched (the documented default).
     let labels = match inner.identifier.identify_async(peer, dst).await {
         Ok(w) => w.labels,
+        Err(e) if rules.as_ref().is_some_and(|r| !r.workloads().is_empty()) => {
+            anyhow::bail!("could not identify the process behind {peer}: {e}; refusing (fail closed)");
+        }
         Err(e) => {
-            tracing::debug!(error = %e, "process not identified");
+            tracing::debug!(error = %e, "process not identified; no local workloads, passing through");
             Default::default()
         }
     };
