@@ -39,13 +39,7 @@ impl Default for Backoff {
 impl Backoff {
     /// A backoff without jitter (deterministic), mostly useful in tests.
     pub fn fixed_growth(initial: Duration, max: Duration, multiplier: f64) -> Self {
-        Self {
-            initial,
-            max,
-            multiplier,
-            jitter: 0.0,
-            ..Self::default()
-        }
+        Self { initial, max, multiplier, jitter: 0.0, ..Self::default() }
     }
 
     /// Set the jitter fraction.
@@ -62,11 +56,7 @@ impl Backoff {
 
     /// Delay without jitter for the `attempt`-th consecutive restart (0-based).
     pub fn base_delay(&self, attempt: u32) -> Duration {
-        let mult = if self.multiplier.is_finite() && self.multiplier >= 1.0 {
-            self.multiplier
-        } else {
-            1.0
-        };
+        let mult = if self.multiplier.is_finite() && self.multiplier >= 1.0 { self.multiplier } else { 1.0 };
         let max = self.max.as_secs_f64();
         let exp = mult.powi(attempt.min(i32::MAX as u32) as i32);
         let secs = (self.initial.as_secs_f64() * exp).min(max);
@@ -132,14 +122,10 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_bounds() {
-        let b = Backoff::fixed_growth(Duration::from_millis(100), Duration::from_secs(1), 2.0)
-            .with_jitter(0.5);
+        let b = Backoff::fixed_growth(Duration::from_millis(100), Duration::from_secs(1), 2.0).with_jitter(0.5);
         for _ in 0..1000 {
             let d = b.delay(1);
-            assert!(
-                d >= Duration::from_millis(100) && d <= Duration::from_millis(300),
-                "{d:?}"
-            );
+            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(300), "{d:?}");
             assert!(b.delay(10) <= Duration::from_secs(1));
         }
     }

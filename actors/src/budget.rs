@@ -14,11 +14,7 @@ pub(crate) struct RestartBudget {
 
 impl RestartBudget {
     pub(crate) fn new(max: u32, window: Duration) -> Self {
-        Self {
-            max,
-            window,
-            history: VecDeque::new(),
-        }
+        Self { max, window, history: VecDeque::new() }
     }
 
     /// Records a restart at `now` if the budget allows it; `false` means exhausted.

@@ -5,9 +5,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr, Supervisi
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::messages::{
-    ChildInfo, SupervisorConfig, SupervisorError, SupervisorExit, SupervisorMsg,
-};
+use crate::messages::{ChildInfo, SupervisorConfig, SupervisorError, SupervisorExit, SupervisorMsg};
 use crate::spec::ChildSpec;
 use crate::supervisor::{Supervisor, SupervisorArgs};
 
@@ -25,9 +23,7 @@ fn unavailable<T, E: std::fmt::Display>(r: Result<CallResult<T>, E>) -> Result<T
     match r {
         Ok(CallResult::Success(v)) => Ok(v),
         Ok(CallResult::Timeout) => Err(SupervisorError::Unavailable("call timed out".into())),
-        Ok(CallResult::SenderError) => Err(SupervisorError::Unavailable(
-            "supervisor dropped the request".into(),
-        )),
+        Ok(CallResult::SenderError) => Err(SupervisorError::Unavailable("supervisor dropped the request".into())),
         Err(e) => Err(SupervisorError::Unavailable(e.to_string())),
     }
 }
@@ -45,21 +41,13 @@ impl SupervisorRef {
 
     /// Add and start a child at runtime.
     pub async fn add_child(&self, spec: ChildSpec) -> Result<ActorCell, SupervisorError> {
-        unavailable(
-            self.0
-                .call(|r| SupervisorMsg::AddChild(spec, r), None)
-                .await,
-        )?
+        unavailable(self.0.call(|r| SupervisorMsg::AddChild(spec, r), None).await)?
     }
 
     /// Stop a child in order and forget it; returns once it has stopped.
     pub async fn remove_child(&self, name: &str) -> Result<(), SupervisorError> {
         let name = name.to_string();
-        unavailable(
-            self.0
-                .call(|r| SupervisorMsg::RemoveChild(name, r), None)
-                .await,
-        )?
+        unavailable(self.0.call(|r| SupervisorMsg::RemoveChild(name, r), None).await)?
     }
 
     /// Snapshot of all children, in start order.
@@ -124,10 +112,7 @@ impl Supervisor {
         let (watcher, _) = RootWatcher::spawn(None, RootWatcher, tx).await?;
         let args = SupervisorArgs::new(name.clone(), config, children);
         match Supervisor::spawn_linked(Some(name), Supervisor, args, watcher.get_cell()).await {
-            Ok((sup, _join)) => Ok(SupervisorHandle {
-                sup: SupervisorRef(sup),
-                exit: rx,
-            }),
+            Ok((sup, _join)) => Ok(SupervisorHandle { sup: SupervisorRef(sup), exit: rx }),
             Err(e) => {
                 watcher.stop(None);
                 Err(e)
@@ -144,11 +129,7 @@ impl Actor for RootWatcher {
     type State = watch::Sender<Option<SupervisorExit>>;
     type Arguments = watch::Sender<Option<SupervisorExit>>;
 
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<()>,
-        tx: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(&self, _myself: ActorRef<()>, tx: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
         Ok(tx)
     }
 
@@ -161,9 +142,7 @@ impl Actor for RootWatcher {
         let exit = match evt {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 let exit = match reason.as_deref() {
-                    Some(r @ ("killed" | "actor_task_cancelled")) => {
-                        SupervisorExit::Failed(r.to_string())
-                    }
+                    Some(r @ ("killed" | "actor_task_cancelled")) => SupervisorExit::Failed(r.to_string()),
                     _ => SupervisorExit::Shutdown(reason),
                 };
                 info!(supervisor = ?cell.get_name(), exit = %exit, "supervision tree ended");
@@ -171,9 +150,7 @@ impl Actor for RootWatcher {
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 let exit = match err.downcast_ref::<SupervisorError>() {
-                    Some(e @ SupervisorError::RestartBudgetExceeded { .. }) => {
-                        SupervisorExit::Escalated(e.to_string())
-                    }
+                    Some(e @ SupervisorError::RestartBudgetExceeded { .. }) => SupervisorExit::Escalated(e.to_string()),
                     _ => SupervisorExit::Failed(err.to_string()),
                 };
                 error!(supervisor = ?cell.get_name(), exit = %exit, "supervision tree ended");

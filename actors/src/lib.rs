@@ -84,11 +84,9 @@ mod supervisor;
 pub use backoff::Backoff;
 pub use handle::{SupervisorHandle, SupervisorRef};
 pub use messages::{
-    ChildInfo, ChildStatus, Internal, SupervisorConfig, SupervisorError, SupervisorExit,
-    SupervisorMsg,
+    ChildInfo, ChildStatus, Internal, SupervisorConfig, SupervisorError, SupervisorExit, SupervisorMsg,
 };
 pub use spec::{
-    BoxFuture, ChildFactory, ChildSpec, Restart, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_SUPERVISOR_SHUTDOWN_TIMEOUT,
+    BoxFuture, ChildFactory, ChildSpec, Restart, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SUPERVISOR_SHUTDOWN_TIMEOUT,
 };
 pub use supervisor::{Supervisor, SupervisorArgs, SupervisorState};

@@ -18,20 +18,14 @@ pub struct SupervisorConfig {
 
 impl Default for SupervisorConfig {
     fn default() -> Self {
-        Self {
-            max_restarts: 10,
-            max_window: Duration::from_secs(60),
-        }
+        Self { max_restarts: 10, max_window: Duration::from_secs(60) }
     }
 }
 
 impl SupervisorConfig {
     /// Budget of `max_restarts` restarts within `window`.
     pub fn with_budget(max_restarts: u32, window: Duration) -> Self {
-        Self {
-            max_restarts,
-            max_window: window,
-        }
+        Self { max_restarts, max_window: window }
     }
 }
 

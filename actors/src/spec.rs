@@ -18,9 +18,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Called with the child's full registered name (e.g. `"cp/api"`) and the supervisor's
 /// [`ActorCell`]; it must spawn the actor *linked* to that supervisor under that name
 /// (e.g. with [`Actor::spawn_linked`]) and return its cell.
-pub type ChildFactory = Arc<
-    dyn Fn(ActorName, ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync,
->;
+pub type ChildFactory =
+    Arc<dyn Fn(ActorName, ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync>;
 
 /// When a child that stopped is started again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,16 +3,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
-};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::budget::RestartBudget;
 use crate::messages::{
-    ChildInfo, ChildStatus, Internal, InternalKind, SupervisorConfig, SupervisorError,
-    SupervisorMsg,
+    ChildInfo, ChildStatus, Internal, InternalKind, SupervisorConfig, SupervisorError, SupervisorMsg,
 };
 use crate::spec::{ChildSpec, Restart, DEFAULT_SUPERVISOR_SHUTDOWN_TIMEOUT};
 
@@ -38,16 +35,8 @@ pub struct SupervisorArgs {
 
 impl SupervisorArgs {
     /// Bundle the arguments.
-    pub fn new(
-        name: impl Into<String>,
-        config: SupervisorConfig,
-        children: Vec<ChildSpec>,
-    ) -> Self {
-        Self {
-            name: name.into(),
-            config,
-            children,
-        }
+    pub fn new(name: impl Into<String>, config: SupervisorConfig, children: Vec<ChildSpec>) -> Self {
+        Self { name: name.into(), config, children }
     }
 }
 
@@ -87,16 +76,11 @@ impl ChildSpec {
     /// A nested [`Supervisor`] as a child: restarting it restarts its whole subtree from
     /// `children`. Its registered name (`"<parent>/<name>"`) is the prefix of its children.
     /// Default shutdown timeout is [`DEFAULT_SUPERVISOR_SHUTDOWN_TIMEOUT`].
-    pub fn supervisor(
-        name: impl Into<String>,
-        config: SupervisorConfig,
-        children: Vec<ChildSpec>,
-    ) -> Self {
+    pub fn supervisor(name: impl Into<String>, config: SupervisorConfig, children: Vec<ChildSpec>) -> Self {
         ChildSpec::new(name, move |full_name: String, parent: ActorCell| {
             let args = SupervisorArgs::new(full_name.clone(), config.clone(), children.clone());
             async move {
-                let (r, _join) =
-                    Supervisor::spawn_linked(Some(full_name), Supervisor, args, parent).await?;
+                let (r, _join) = Supervisor::spawn_linked(Some(full_name), Supervisor, args, parent).await?;
                 Ok(r.get_cell())
             }
         })
@@ -110,11 +94,7 @@ impl SupervisorState {
     }
 
     /// Runs the child's factory, links it, and records it as running.
-    async fn start_entry(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        seq: u64,
-    ) -> Result<ActorCell, ractor::SpawnErr> {
+    async fn start_entry(&mut self, myself: &ActorRef<SupervisorMsg>, seq: u64) -> Result<ActorCell, ractor::SpawnErr> {
         let entry = self.children.get_mut(&seq).expect("child entry exists");
         entry.started_at = Instant::now();
         let fut = (entry.spec.factory)(entry.full_name.clone(), myself.get_cell());
@@ -167,10 +147,7 @@ impl SupervisorState {
                 error!(supervisor = %self.name, child = %full_name, error = %source,
                     "child failed to start");
                 self.forget(seq);
-                Err(SupervisorError::SpawnFailed {
-                    child: full_name,
-                    source,
-                })
+                Err(SupervisorError::SpawnFailed { child: full_name, source })
             }
         }
     }
@@ -289,14 +266,7 @@ impl SupervisorState {
             }
             Err(e) => {
                 let reason = format!("restart failed: {e}");
-                self.on_child_exit(
-                    myself,
-                    seq,
-                    ChildExit {
-                        abnormal: true,
-                        reason,
-                    },
-                )
+                self.on_child_exit(myself, seq, ChildExit { abnormal: true, reason })
             }
         }
     }
@@ -320,11 +290,7 @@ impl SupervisorState {
                 entry.removal_waiters.push(reply);
                 cell.stop(Some("removed by supervisor".into()));
                 let id = cell.get_id();
-                schedule(
-                    myself,
-                    entry.spec.shutdown_timeout,
-                    InternalKind::StopTimeout { seq, id },
-                );
+                schedule(myself, entry.spec.shutdown_timeout, InternalKind::StopTimeout { seq, id });
             }
             (None, _) => {
                 info!(supervisor = %self.name, child = %entry.full_name,
@@ -372,14 +338,7 @@ impl SupervisorState {
         for (_, entry) in entries.into_iter().rev() {
             if let Some(cell) = &entry.cell {
                 info!(supervisor = %self.name, child = %entry.full_name, reason, "stopping child");
-                stop_and_wait(
-                    cell,
-                    reason,
-                    entry.spec.shutdown_timeout,
-                    &self.name,
-                    &entry.full_name,
-                )
-                .await;
+                stop_and_wait(cell, reason, entry.spec.shutdown_timeout, &self.name, &entry.full_name).await;
                 info!(supervisor = %self.name, child = %entry.full_name, "child stopped");
             }
             for w in entry.removal_waiters {
@@ -408,22 +367,15 @@ fn schedule(myself: &ActorRef<SupervisorMsg>, delay: Duration, kind: InternalKin
 
 fn classify(evt: &SupervisionEvent) -> Option<(ActorId, ChildExit)> {
     match evt {
-        SupervisionEvent::ActorFailed(cell, err) => Some((
-            cell.get_id(),
-            ChildExit {
-                abnormal: true,
-                reason: err.to_string(),
-            },
-        )),
+        SupervisionEvent::ActorFailed(cell, err) => {
+            Some((cell.get_id(), ChildExit { abnormal: true, reason: err.to_string() }))
+        }
         SupervisionEvent::ActorTerminated(cell, _state, reason) => {
             // ractor reports a killed or cancelled actor as "terminated" with these reasons.
             let abnormal = matches!(reason.as_deref(), Some("killed" | "actor_task_cancelled"));
             Some((
                 cell.get_id(),
-                ChildExit {
-                    abnormal,
-                    reason: reason.clone().unwrap_or_else(|| "normal".to_string()),
-                },
+                ChildExit { abnormal, reason: reason.clone().unwrap_or_else(|| "normal".to_string()) },
             ))
         }
         _ => None,
@@ -470,11 +422,7 @@ impl Actor for Supervisor {
         Ok(())
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         info!(supervisor = %state.name, "supervisor shutting down");
         state.shutdown_children("supervisor shutdown").await;
         info!(supervisor = %state.name, "supervisor stopped");
@@ -530,10 +478,7 @@ impl Actor for Supervisor {
 
 /// Stops all children in order, then fails the supervisor with `err` so that its own
 /// supervisor (or the root watcher) sees an `ActorFailed` event.
-async fn escalate(
-    state: &mut SupervisorState,
-    err: SupervisorError,
-) -> Result<(), ActorProcessingErr> {
+async fn escalate(state: &mut SupervisorState, err: SupervisorError) -> Result<(), ActorProcessingErr> {
     state.shutdown_children("supervisor escalating").await;
     error!(supervisor = %state.name, error = %err, "supervisor escalated");
     Err(Box::new(err))

@@ -29,11 +29,11 @@ use time::OffsetDateTime;
 use crate::api::{self, ApiState, ServingCert};
 use crate::attest::{Attestor, AttestorConfig, Authorizer, AuthorizerConfig, SigningPool};
 use crate::ca::{Ca, CaConfig};
-use crate::endpoint::{self, EndpointContext, LinkTls};
-use crate::policy::PolicyCompiler;
 use crate::config::Config;
+use crate::endpoint::{self, EndpointContext, LinkTls};
 use crate::health::{self, HealthState};
 use crate::metrics::Metrics;
+use crate::policy::PolicyCompiler;
 use crate::store::{ObjectKey, RedbOptions, RedbStore, Store};
 use crate::task::task;
 
@@ -107,7 +107,11 @@ impl ControlPlane {
             attestor: Arc::new(Attestor::new(
                 store.clone(),
                 pool.clone(),
-                AttestorConfig { namespace: namespace.clone(), daemon_svid_ttl: None, rate_limit: config.attest_rate_limit.clone() },
+                AttestorConfig {
+                    namespace: namespace.clone(),
+                    daemon_svid_ttl: None,
+                    rate_limit: config.attest_rate_limit.clone(),
+                },
             )),
             authorizer: Arc::new(Authorizer::new(store.clone(), pool, AuthorizerConfig::default())),
             policy: PolicyCompiler::new(store.clone(), ca.clone()),
@@ -117,7 +121,8 @@ impl ControlPlane {
         });
         let link_tls = Arc::new(LinkTls::new(ca.clone())?);
         let transport = riptides_wire::transport::TransportConfig::default();
-        let (quic_server, tcp_server) = endpoint::bind(config.quic_addr, config.tunnel_addr, &link_tls, &transport).await?;
+        let (quic_server, tcp_server) =
+            endpoint::bind(config.quic_addr, config.tunnel_addr, &link_tls, &transport).await?;
         let quic_addr = quic_server.local_addr()?;
         let tunnel_addr = tcp_server.local_addr();
 
@@ -159,7 +164,8 @@ impl ControlPlane {
                     let metrics = metrics.clone();
                     let listener = listener.try_clone();
                     async move {
-                        let listener = tokio::net::TcpListener::from_std(listener.context("cloning the API listener")?)?;
+                        let listener =
+                            tokio::net::TcpListener::from_std(listener.context("cloning the API listener")?)?;
                         api::serve(listener, serving, router, metrics, cancel).await
                     }
                 })
@@ -171,7 +177,8 @@ impl ControlPlane {
                     let router = router.clone();
                     let listener = listener.try_clone();
                     async move {
-                        let listener = tokio::net::TcpListener::from_std(listener.context("cloning the health listener")?)?;
+                        let listener =
+                            tokio::net::TcpListener::from_std(listener.context("cloning the health listener")?)?;
                         axum::serve(listener, router).with_graceful_shutdown(cancel.cancelled_owned()).await?;
                         Ok(())
                     }
@@ -184,9 +191,14 @@ impl ControlPlane {
                     async move { token_gc(store, interval, cancel).await }
                 })
             },
-            riptides_actors::ChildSpec::supervisor("sessions", SupervisorConfig::with_budget(u32::MAX, Duration::from_secs(1)), vec![]),
+            riptides_actors::ChildSpec::supervisor(
+                "sessions",
+                SupervisorConfig::with_budget(u32::MAX, Duration::from_secs(1)),
+                vec![],
+            ),
             {
-                let (server, tls, ctx) = (Arc::new(tokio::sync::Mutex::new(Some(quic_server))), link_tls.clone(), endpoint_ctx.clone());
+                let (server, tls, ctx) =
+                    (Arc::new(tokio::sync::Mutex::new(Some(quic_server))), link_tls.clone(), endpoint_ctx.clone());
                 task("quic", move |cancel| {
                     let (server, tls, ctx) = (server.clone(), tls.clone(), ctx.clone());
                     async move {
@@ -194,30 +206,46 @@ impl ControlPlane {
                         let taken = server.lock().await.take();
                         let server = match taken {
                             Some(s) => s,
-                            None => riptides_wire::transport::QuicServer::bind(quic_addr, tls.config()?.0, &riptides_wire::transport::TransportConfig::default()).await?,
+                            None => {
+                                riptides_wire::transport::QuicServer::bind(
+                                    quic_addr,
+                                    tls.config()?.0,
+                                    &riptides_wire::transport::TransportConfig::default(),
+                                )
+                                .await?
+                            }
                         };
                         endpoint::serve_quic(server, tls, ctx, cancel).await
                     }
                 })
             },
             {
-                let (server, tls, ctx) = (Arc::new(tokio::sync::Mutex::new(Some(tcp_server))), link_tls.clone(), endpoint_ctx.clone());
+                let (server, tls, ctx) =
+                    (Arc::new(tokio::sync::Mutex::new(Some(tcp_server))), link_tls.clone(), endpoint_ctx.clone());
                 task("tunnel", move |cancel| {
                     let (server, tls, ctx) = (server.clone(), tls.clone(), ctx.clone());
                     async move {
                         let taken = server.lock().await.take();
                         let server = match taken {
                             Some(s) => s,
-                            None => riptides_wire::transport::TcpTlsServer::bind(tunnel_addr, tls.config()?.0, &riptides_wire::transport::TransportConfig::default()).await?,
+                            None => {
+                                riptides_wire::transport::TcpTlsServer::bind(
+                                    tunnel_addr,
+                                    tls.config()?.0,
+                                    &riptides_wire::transport::TransportConfig::default(),
+                                )
+                                .await?
+                            }
                         };
                         endpoint::serve_tcp(server, tls, ctx, cancel).await
                     }
                 })
             },
         ];
-        let tree = Supervisor::start(root_name.clone(), SupervisorConfig::with_budget(10, Duration::from_secs(60)), children)
-            .await
-            .context("starting the control plane's actor tree")?;
+        let tree =
+            Supervisor::start(root_name.clone(), SupervisorConfig::with_budget(10, Duration::from_secs(60)), children)
+                .await
+                .context("starting the control plane's actor tree")?;
         tracing::info!(%api_addr, %health_addr, %quic_addr, %tunnel_addr, trust_domain = %config.trust_domain, data_dir = %config.data_dir.display(), supervisor = %root_name, "control plane started");
         Ok(ControlPlane { api_addr, health_addr, quic_addr, tunnel_addr, sessions, kubeconfig, store, ca, tree })
     }
@@ -277,7 +305,11 @@ fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<StdTcpListener> {
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     let mode = std::fs::metadata(dir)?.permissions().mode();
     if mode & 0o077 != 0 {
@@ -300,8 +332,10 @@ fn write_admin_kubeconfig(ca: &Ca, path: &Path, server_url: &str) -> anyhow::Res
                     }
                     for c in &mut kc.clusters {
                         c.cluster.server = server_url.to_owned();
-                        c.cluster.certificate_authority_data =
-                            Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bundle_pem.as_bytes()));
+                        c.cluster.certificate_authority_data = Some(base64::Engine::encode(
+                            &base64::engine::general_purpose::STANDARD,
+                            bundle_pem.as_bytes(),
+                        ));
                     }
                     return write_private(path, kc.to_yaml().as_bytes());
                 }
@@ -370,7 +404,11 @@ async fn store_maintenance(
     }
 }
 
-async fn ca_rotation(ca: Arc<Ca>, interval: Duration, cancel: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+async fn ca_rotation(
+    ca: Arc<Ca>,
+    interval: Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(interval);
     loop {
         tokio::select! {
@@ -385,7 +423,11 @@ async fn ca_rotation(ca: Arc<Ca>, interval: Duration, cancel: tokio_util::sync::
     }
 }
 
-async fn token_gc(store: Arc<dyn Store>, interval: Duration, cancel: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+async fn token_gc(
+    store: Arc<dyn Store>,
+    interval: Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
     let rt = riptides_wire::resource::by_name("jointokens").expect("JoinToken is a known kind");
     let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
     loop {
@@ -404,7 +446,9 @@ async fn token_gc(store: Arc<dyn Store>, interval: Duration, cancel: tokio_util:
             if expired_long_ago {
                 let key: &ObjectKey = &t.key;
                 match store.delete(key, Some(t.mod_revision)).await {
-                    Ok(_) => tracing::info!(token = %key.name, namespace = %key.namespace, "deleted expired join token"),
+                    Ok(_) => {
+                        tracing::info!(token = %key.name, namespace = %key.namespace, "deleted expired join token")
+                    }
                     Err(e) => tracing::debug!(token = %key.name, error = %e, "join token changed; retry next round"),
                 }
             }

@@ -62,7 +62,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let trust_domain = TrustDomain::parse(&args.trust_domain).with_context(|| format!("invalid --trust-domain {:?}", args.trust_domain))?;
+    let trust_domain = TrustDomain::parse(&args.trust_domain)
+        .with_context(|| format!("invalid --trust-domain {:?}", args.trust_domain))?;
     let mut config = Config::new(args.data_dir, trust_domain);
     config.api_addr = args.api_addr;
     config.quic_addr = args.quic_addr;

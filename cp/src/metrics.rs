@@ -38,7 +38,11 @@ impl Metrics {
         registry.register("api_requests", "Resource API requests by verb and status code", api_requests.clone());
         registry.register("api_watchers", "Open watch streams", watchers.clone());
         registry.register("store_revision", "Latest revision of the resource store", store_revision.clone());
-        registry.register("api_tls_handshake_failures", "Failed TLS handshakes on the API listener", tls_handshake_failures.clone());
+        registry.register(
+            "api_tls_handshake_failures",
+            "Failed TLS handshakes on the API listener",
+            tls_handshake_failures.clone(),
+        );
         Metrics { registry, api_requests, watchers, store_revision, tls_handshake_failures }
     }
 

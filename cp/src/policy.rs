@@ -96,7 +96,9 @@ fn change_for(ev: &WatchEvent, scope: &DaemonScope, wi_key: &str, svc_key: &str)
         return Change::None;
     };
     match kind {
-        PolicyKind::WorkloadIdentity if in_scope(&value, scope) => Change::Upsert(PolicyItem::WorkloadIdentity(value.to_string())),
+        PolicyKind::WorkloadIdentity if in_scope(&value, scope) => {
+            Change::Upsert(PolicyItem::WorkloadIdentity(value.to_string()))
+        }
         // Out of scope now: the daemon may hold it from before, so it must drop it.
         PolicyKind::WorkloadIdentity => Change::Remove(key_of(obj, kind)),
         _ => Change::Upsert(PolicyItem::Service(value.to_string())),

@@ -51,7 +51,12 @@ impl Actor for TaskActor {
         Ok(TaskState { cancel })
     }
 
-    async fn handle(&self, _myself: ActorRef<TaskMsg>, msg: TaskMsg, _state: &mut TaskState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<TaskMsg>,
+        msg: TaskMsg,
+        _state: &mut TaskState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             TaskMsg::Exited(Ok(())) => Err("task ended unexpectedly".into()),
             TaskMsg::Exited(Err(e)) => Err(format!("{e:#}").into()),

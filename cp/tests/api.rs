@@ -65,7 +65,10 @@ async fn crud_with_server_owned_metadata_conflicts_and_validation() {
     let patched = api.merge_patch(wi, NS, "frontend", &json!({"metadata": {"labels": {"team": "web"}}})).await.unwrap();
     assert_eq!(patched["metadata"]["labels"]["team"], "web");
     assert_eq!(patched["spec"]["ingress"][0]["port"], 8001);
-    let err = api.merge_patch(wi, NS, "frontend", &json!({"metadata": {"resourceVersion": "1"}, "spec": {}})).await.unwrap_err();
+    let err = api
+        .merge_patch(wi, NS, "frontend", &json!({"metadata": {"resourceVersion": "1"}, "spec": {}}))
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), 409);
 
     // 422 names the field; nothing is written.
@@ -229,7 +232,8 @@ async fn bad_requests_get_clear_errors() {
     let wi = rt("wi");
     let not_an_object = json!(["x"]);
     assert_eq!(api.create(wi, NS, &not_an_object).await.unwrap_err().code(), Some(400));
-    let wrong_kind = json!({"apiVersion": "core.riptides.io/v1alpha1", "kind": "Service", "metadata": {"name": "x"}, "spec": {}});
+    let wrong_kind =
+        json!({"apiVersion": "core.riptides.io/v1alpha1", "kind": "Service", "metadata": {"name": "x"}, "spec": {}});
     let err = api.create(wi, NS, &wrong_kind).await.unwrap_err();
     assert_eq!(err.code(), Some(422));
     let mut huge = yaml(SEED_WORKLOAD);

@@ -7,9 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use rcgen::{CertificateParams, KeyPair};
-use riptides_cp::ca::{
-    Ca, CaConfig, CaError, GenerationState, StoreError, TickOutcome, TrustBundle, KEY_FILE_MODE,
-};
+use riptides_cp::ca::{Ca, CaConfig, CaError, GenerationState, StoreError, TickOutcome, TrustBundle, KEY_FILE_MODE};
 use riptides_wire::spiffe::{SpiffeId, TrustDomain};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
@@ -44,27 +42,17 @@ fn short_clock() -> CaConfig {
 
 fn csr() -> Vec<u8> {
     let key = KeyPair::generate().unwrap();
-    CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .der()
-        .to_vec()
+    CertificateParams::default().serialize_request(&key).unwrap().der().to_vec()
 }
 
-fn verifies(
-    leaf: &CertificateDer<'static>,
-    roots: &[CertificateDer<'static>],
-    at: SystemTime,
-) -> bool {
+fn verifies(leaf: &CertificateDer<'static>, roots: &[CertificateDer<'static>], at: SystemTime) -> bool {
     let mut store = rustls::RootCertStore::empty();
     store.add_parsable_certificates(roots.iter().cloned());
     if store.is_empty() {
         return false;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider)
-        .build()
-        .unwrap();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider).build().unwrap();
     let now = UnixTime::since_unix_epoch(at.duration_since(UNIX_EPOCH).unwrap());
     verifier.verify_client_cert(leaf, &[], now).is_ok()
 }
@@ -97,26 +85,13 @@ fn full_rotation_on_a_short_clock() {
 
     // Half life: B is prepared and published, but A keeps signing.
     let out = ca.tick(t(30)).unwrap();
-    assert_eq!(
-        out,
-        TickOutcome {
-            prepared: Some(2),
-            ..Default::default()
-        }
-    );
+    assert_eq!(out, TickOutcome { prepared: Some(2), ..Default::default() });
     let gens = ca.generations();
     let root_b = gens.iter().find(|g| g.id == 2).unwrap().certificate.clone();
     let b1 = ca.bundle();
-    assert_eq!(
-        b1.roots(),
-        vec![root_a.clone(), root_b.clone()],
-        "B published before it signs"
-    );
+    assert_eq!(b1.roots(), vec![root_a.clone(), root_b.clone()], "B published before it signs");
     assert_eq!(b1.sequence(), 2, "sequence grows when a root is added");
-    assert_eq!(
-        states(&ca),
-        vec![(1, GenerationState::Active), (2, GenerationState::Prepared)]
-    );
+    assert_eq!(states(&ca), vec![(1, GenerationState::Active), (2, GenerationState::Prepared)]);
     let by_a = sign(31);
     assert_eq!(by_a.issuer, root_a);
     assert!(verifies(&by_a.leaf, std::slice::from_ref(&root_a), t(32)));
@@ -125,11 +100,7 @@ fn full_rotation_on_a_short_clock() {
     // Not yet published for publish_lead: tick waits and explicit activation is refused.
     assert!(ca.tick(t(35)).unwrap().is_empty());
     match ca.activate_prepared(t(35), false) {
-        Err(CaError::NotPublishedLongEnough {
-            generation: 2,
-            published_for,
-            required,
-        }) => {
+        Err(CaError::NotPublishedLongEnough { generation: 2, published_for, required }) => {
             assert_eq!(published_for, Duration::from_secs(5));
             assert_eq!(required, Duration::from_secs(10));
         }
@@ -142,25 +113,12 @@ fn full_rotation_on_a_short_clock() {
 
     // Lead reached: B signs, A becomes old but stays in the bundle.
     let out = ca.tick(t(40)).unwrap();
-    assert_eq!(
-        out,
-        TickOutcome {
-            activated: Some(2),
-            ..Default::default()
-        }
-    );
-    assert_eq!(
-        states(&ca),
-        vec![(1, GenerationState::Old), (2, GenerationState::Active)]
-    );
+    assert_eq!(out, TickOutcome { activated: Some(2), ..Default::default() });
+    assert_eq!(states(&ca), vec![(1, GenerationState::Old), (2, GenerationState::Active)]);
     assert_eq!(ca.active_root().unwrap(), root_b);
     let b2 = ca.bundle();
     assert_eq!(b2.roots(), vec![root_a.clone(), root_b.clone()]);
-    assert_eq!(
-        b2.sequence(),
-        2,
-        "activation does not change the bundle's content"
-    );
+    assert_eq!(b2.sequence(), 2, "activation does not change the bundle's content");
     let by_b = sign(40);
     assert_eq!(by_b.issuer, root_b);
     assert!(verifies(&by_b.leaf, &b2.roots(), t(41)));
@@ -168,11 +126,7 @@ fn full_rotation_on_a_short_clock() {
     // A's last SVID is still valid and still verifies with the published bundle.
     assert!(verifies(&last_by_a.leaf, &b2.roots(), t(43)));
     let old = ca.generations().into_iter().find(|g| g.id == 1).unwrap();
-    assert_eq!(
-        old.removable_after,
-        Some(t(45)),
-        "retired at 40 + max TTL 5"
-    );
+    assert_eq!(old.removable_after, Some(t(45)), "retired at 40 + max TTL 5");
 
     // A may not be dropped while its SVIDs can be valid.
     assert!(ca.tick(t(44)).unwrap().is_empty());
@@ -180,25 +134,13 @@ fn full_rotation_on_a_short_clock() {
 
     // Then it goes, and the sequence grows again.
     let out = ca.tick(t(45)).unwrap();
-    assert_eq!(
-        out,
-        TickOutcome {
-            pruned: vec![1],
-            ..Default::default()
-        }
-    );
+    assert_eq!(out, TickOutcome { pruned: vec![1], ..Default::default() });
     let b3 = ca.bundle();
     assert_eq!(b3.roots(), vec![root_b.clone()]);
     assert_eq!(b3.sequence(), 3);
-    assert!(
-        !verifies(&last_by_a.leaf, &b3.roots(), t(43)),
-        "A no longer trusted"
-    );
+    assert!(!verifies(&last_by_a.leaf, &b3.roots(), t(43)), "A no longer trusted");
     assert!(verifies(&by_b.leaf, &b3.roots(), t(41)));
-    assert!(
-        !dir.path().join("ca-1.key.pem").exists(),
-        "pruned key removed"
-    );
+    assert!(!dir.path().join("ca-1.key.pem").exists(), "pruned key removed");
 
     // Second rotation: B was created at 30, so C is prepared at 60, activated at 70.
     assert!(ca.tick(t(59)).unwrap().is_empty());
@@ -222,21 +164,11 @@ fn full_rotation_on_a_short_clock() {
 fn explicit_rotation_steps_and_forcing() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::open(dir.path(), short_clock(), t(0)).unwrap();
-    assert!(matches!(
-        ca.activate_prepared(t(1), true),
-        Err(CaError::NothingPrepared)
-    ));
+    assert!(matches!(ca.activate_prepared(t(1), true), Err(CaError::NothingPrepared)));
     assert_eq!(ca.prepare_next(t(1)).unwrap(), 2);
-    assert!(matches!(
-        ca.prepare_next(t(2)),
-        Err(CaError::AlreadyPrepared { generation: 2 })
-    ));
+    assert!(matches!(ca.prepare_next(t(2)), Err(CaError::AlreadyPrepared { generation: 2 })));
     assert!(ca.activate_prepared(t(2), false).is_err());
-    assert_eq!(
-        ca.activate_prepared(t(2), true).unwrap(),
-        2,
-        "forced activation"
-    );
+    assert_eq!(ca.activate_prepared(t(2), true).unwrap(), 2, "forced activation");
     assert!(ca.prune(t(6)).unwrap().is_empty());
     assert_eq!(ca.prune(t(7)).unwrap(), vec![1]);
     assert_eq!(ca.bundle().len(), 1);
@@ -261,9 +193,7 @@ fn long_lived_certificates_keep_their_ca_published() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::open(dir.path(), short_clock(), t(0)).unwrap();
     let admin = id("riptides/admin");
-    let (svid, _key) = ca
-        .issue_with_new_key(&admin, &[], &[], Some(Duration::from_secs(40)), t(1))
-        .unwrap();
+    let (svid, _key) = ca.issue_with_new_key(&admin, &[], &[], Some(Duration::from_secs(40)), t(1)).unwrap();
     assert_eq!(svid.not_after, t(41));
     ca.prepare_next(t(2)).unwrap();
     ca.activate_prepared(t(12), false).unwrap();
@@ -305,19 +235,13 @@ fn the_ca_survives_a_restart() {
     assert_eq!(ca.tick(t(40)).unwrap().activated, Some(2));
     drop(ca);
     let ca = Ca::open(&ca_dir, short_clock(), t(41)).unwrap();
-    assert_eq!(
-        states(&ca),
-        vec![(1, GenerationState::Old), (2, GenerationState::Active)]
-    );
+    assert_eq!(states(&ca), vec![(1, GenerationState::Old), (2, GenerationState::Active)]);
     assert_ne!(ca.active_root().unwrap(), root_a);
 
     // Another trust domain cannot reuse the directory.
     let mut other = short_clock();
     other.trust_domain = TrustDomain::parse("other.org").unwrap();
-    assert!(matches!(
-        Ca::open(&ca_dir, other, t(42)),
-        Err(CaError::TrustDomainMismatch { .. })
-    ));
+    assert!(matches!(Ca::open(&ca_dir, other, t(42)), Err(CaError::TrustDomainMismatch { .. })));
 }
 
 #[test]
@@ -343,23 +267,14 @@ fn key_files_are_private_and_keys_stay_out_of_debug_output() {
     names.sort();
     assert_eq!(
         names,
-        [
-            "ca-1.crt.pem",
-            "ca-1.key.pem",
-            "ca-2.crt.pem",
-            "ca-2.key.pem",
-            "manifest.json"
-        ],
+        ["ca-1.crt.pem", "ca-1.key.pem", "ca-2.crt.pem", "ca-2.key.pem", "manifest.json"],
         "no temp files left behind"
     );
 
     // Neither the CA's Debug nor the manifest shows key material.
     let key_pem = std::fs::read_to_string(ca_dir.join("ca-1.key.pem")).unwrap();
     assert!(key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
-    let body: Vec<&str> = key_pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
+    let body: Vec<&str> = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let debug = format!("{ca:?} {:?}", ca.generations());
     let manifest = std::fs::read_to_string(ca.manifest_path()).unwrap();
     for line in &body {
@@ -378,28 +293,18 @@ fn a_damaged_store_is_an_error_not_a_panic() {
 
     let good = std::fs::read_to_string(&manifest).unwrap();
     std::fs::write(&manifest, "{ not json").unwrap();
-    assert!(matches!(
-        Ca::open(dir.path(), short_clock(), t(1)),
-        Err(CaError::Store(StoreError::Manifest { .. }))
-    ));
+    assert!(matches!(Ca::open(dir.path(), short_clock(), t(1)), Err(CaError::Store(StoreError::Manifest { .. }))));
 
     let escaped = good.replace("\"ca-1.key.pem\"", "\"../../etc/shadow\"");
     std::fs::write(&manifest, escaped).unwrap();
-    assert!(matches!(
-        Ca::open(dir.path(), short_clock(), t(1)),
-        Err(CaError::Store(StoreError::Corrupt { .. }))
-    ));
+    assert!(matches!(Ca::open(dir.path(), short_clock(), t(1)), Err(CaError::Store(StoreError::Corrupt { .. }))));
 
     std::fs::write(&manifest, &good).unwrap();
     let other = tempfile::tempdir().unwrap();
     let other_ca = Ca::open(other.path(), short_clock(), t(0)).unwrap();
     drop(other_ca);
     // A key that does not belong to the certificate.
-    std::fs::copy(
-        other.path().join("ca-1.key.pem"),
-        dir.path().join("ca-1.key.pem"),
-    )
-    .unwrap();
+    std::fs::copy(other.path().join("ca-1.key.pem"), dir.path().join("ca-1.key.pem")).unwrap();
     let err = Ca::open(dir.path(), short_clock(), t(1)).unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
 }
@@ -443,9 +348,7 @@ fn spiffe_bundle_json_shape() {
     assert_eq!(pem.matches("-----BEGIN CERTIFICATE-----").count(), 2);
     let parsed: Vec<CertificateDer<'static>> = {
         use rustls::pki_types::pem::PemObject;
-        CertificateDer::pem_slice_iter(pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .unwrap()
+        CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<_, _>>().unwrap()
     };
     assert_eq!(parsed, bundle.roots());
     assert_eq!(bundle.root_store().len(), 2);

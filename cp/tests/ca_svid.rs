@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use riptides_cp::ca::{Ca, CaConfig, CsrError, IssueError, Svid};
 use riptides_wire::spiffe::{SpiffeId, TrustDomain};
@@ -38,10 +38,7 @@ fn open_ca(dir: &std::path::Path, now: SystemTime) -> Ca {
 
 fn csr_params(uris: &[&str]) -> CertificateParams {
     let mut p = CertificateParams::default();
-    p.subject_alt_names = uris
-        .iter()
-        .map(|u| SanType::URI((*u).try_into().unwrap()))
-        .collect();
+    p.subject_alt_names = uris.iter().map(|u| SanType::URI((*u).try_into().unwrap())).collect();
     p
 }
 
@@ -50,17 +47,11 @@ fn csr_der(params: &CertificateParams, key: &KeyPair) -> Vec<u8> {
 }
 
 /// Verifies `leaf` as a client certificate against `roots` with rustls-webpki.
-fn verifies(
-    leaf: &CertificateDer<'static>,
-    roots: &[CertificateDer<'static>],
-    at: SystemTime,
-) -> bool {
+fn verifies(leaf: &CertificateDer<'static>, roots: &[CertificateDer<'static>], at: SystemTime) -> bool {
     let mut store = rustls::RootCertStore::empty();
     store.add_parsable_certificates(roots.iter().cloned());
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider)
-        .build()
-        .unwrap();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider).build().unwrap();
     let now = UnixTime::since_unix_epoch(at.duration_since(UNIX_EPOCH).unwrap());
     verifier.verify_client_cert(leaf, &[], now).is_ok()
 }
@@ -76,43 +67,20 @@ fn assert_conformant(svid: &Svid, expect_id: &SpiffeId, extra_sans: usize) {
     assert_eq!(cert.version().0, 2, "X.509 v3");
 
     // Subject is empty: nothing identity-bearing outside the URI SAN.
-    assert_eq!(
-        cert.subject().iter().count(),
-        0,
-        "leaf subject must be empty"
-    );
+    assert_eq!(cert.subject().iter().count(), 0, "leaf subject must be empty");
 
-    let san = cert
-        .subject_alternative_name()
-        .unwrap()
-        .expect("SAN present");
-    assert!(
-        san.critical,
-        "SAN must be critical when the subject is empty"
-    );
+    let san = cert.subject_alternative_name().unwrap().expect("SAN present");
+    assert!(san.critical, "SAN must be critical when the subject is empty");
     let uris: Vec<&str> = san
         .value
         .general_names
         .iter()
-        .filter_map(|n| {
-            if let GeneralName::URI(u) = n {
-                Some(*u)
-            } else {
-                None
-            }
-        })
+        .filter_map(|n| if let GeneralName::URI(u) = n { Some(*u) } else { None })
         .collect();
-    assert_eq!(
-        uris,
-        vec![expect_id.as_str()],
-        "exactly one URI SAN, the SPIFFE ID"
-    );
+    assert_eq!(uris, vec![expect_id.as_str()], "exactly one URI SAN, the SPIFFE ID");
     assert_eq!(san.value.general_names.len(), 1 + extra_sans);
 
-    let bc = cert
-        .basic_constraints()
-        .unwrap()
-        .expect("basicConstraints present");
+    let bc = cert.basic_constraints().unwrap().expect("basicConstraints present");
     assert!(bc.critical);
     assert!(!bc.value.ca, "leaf must have cA=false");
 
@@ -129,16 +97,10 @@ fn assert_conformant(svid: &Svid, expect_id: &SpiffeId, extra_sans: usize) {
 
     let serial = cert.raw_serial();
     assert!(serial[0] & 0x80 == 0, "serial must be positive");
-    assert!(
-        serial.len() >= 9,
-        "serial must carry at least 64 random bits"
-    );
+    assert!(serial.len() >= 9, "serial must carry at least 64 random bits");
     assert_eq!(serial, svid.serial.as_slice());
 
-    assert_eq!(
-        cert.validity().not_before.timestamp(),
-        unix(svid.not_before)
-    );
+    assert_eq!(cert.validity().not_before.timestamp(), unix(svid.not_before));
     assert_eq!(cert.validity().not_after.timestamp(), unix(svid.not_after));
     assert_eq!(svid.chain, vec![svid.leaf.clone()]);
     assert_eq!(&svid.spiffe_id, expect_id);
@@ -161,20 +123,14 @@ fn csr_svid_is_conformant_and_chains_to_the_root() {
 
     // The certified key is the CSR's key.
     let (_, cert) = X509Certificate::from_der(&svid.leaf).unwrap();
-    assert_eq!(
-        cert.public_key().subject_public_key.data.as_ref(),
-        key.public_key_raw()
-    );
+    assert_eq!(cert.public_key().subject_public_key.data.as_ref(), key.public_key_raw());
 
     // Chains to the active root, which is the only root in the bundle.
     let bundle = ca.bundle();
     assert_eq!(bundle.roots(), vec![ca.active_root().unwrap()]);
     assert_eq!(svid.issuer, ca.active_root().unwrap());
     assert!(verifies(&svid.leaf, &bundle.roots(), t(200)));
-    assert!(
-        !verifies(&svid.leaf, &bundle.roots(), t(100 + 3601)),
-        "expired"
-    );
+    assert!(!verifies(&svid.leaf, &bundle.roots(), t(100 + 3601)), "expired");
 
     // A different CA does not vouch for it.
     let other_dir = tempfile::tempdir().unwrap();
@@ -199,10 +155,7 @@ fn serials_are_random_and_positive() {
         assert!(seen.insert(svid.serial.clone()), "serial repeated");
     }
     // 64 draws of a random 7-bit top byte essentially never collapse to a few values.
-    assert!(
-        top_bytes.len() > 16,
-        "serial top bytes look non-random: {top_bytes:?}"
-    );
+    assert!(top_bytes.len() > 16, "serial top bytes look non-random: {top_bytes:?}");
 }
 
 #[test]
@@ -220,18 +173,11 @@ fn ttl_defaults_caps_and_never_outlives_the_ca() {
 
     let s = ca.sign_csr(&der, &web, None, t(10)).unwrap();
     assert_eq!(s.not_after, t(13), "default TTL");
-    let s = ca
-        .sign_csr(&der, &web, Some(Duration::from_secs(2)), t(10))
-        .unwrap();
+    let s = ca.sign_csr(&der, &web, Some(Duration::from_secs(2)), t(10)).unwrap();
     assert_eq!(s.not_after, t(12), "requested TTL");
-    let s = ca
-        .sign_csr(&der, &web, Some(Duration::from_secs(3600)), t(10))
-        .unwrap();
+    let s = ca.sign_csr(&der, &web, Some(Duration::from_secs(3600)), t(10)).unwrap();
     assert_eq!(s.not_after, t(15), "capped at max TTL");
-    assert!(matches!(
-        ca.sign_csr(&der, &web, Some(Duration::ZERO), t(10)),
-        Err(CsrError::Issue(IssueError::ZeroTtl))
-    ));
+    assert!(matches!(ca.sign_csr(&der, &web, Some(Duration::ZERO), t(10)), Err(CsrError::Issue(IssueError::ZeroTtl))));
 
     // The CA's NotAfter is t(60): an SVID issued at t(58) stops there.
     let s = ca.sign_csr(&der, &web, None, t(58)).unwrap();
@@ -243,10 +189,7 @@ fn ttl_defaults_caps_and_never_outlives_the_ca() {
     assert_eq!(s.not_before, UNIX_EPOCH + Duration::from_secs(EPOCH - 10));
 
     // Nothing can be issued once the CA has expired (and tick was never called).
-    assert!(matches!(
-        ca.sign_csr(&der, &web, None, t(60)),
-        Err(CsrError::Issue(IssueError::CaExpired { .. }))
-    ));
+    assert!(matches!(ca.sign_csr(&der, &web, None, t(60)), Err(CsrError::Issue(IssueError::CaExpired { .. }))));
 }
 
 #[test]
@@ -256,32 +199,19 @@ fn nothing_but_the_key_and_id_is_copied_from_the_csr() {
     let web = id("web");
     let key = KeyPair::generate().unwrap();
     let mut p = csr_params(&[web.as_str()]);
-    p.distinguished_name
-        .push(DnType::CommonName, "evil.example.com");
-    p.distinguished_name
-        .push(DnType::OrganizationName, "Evil Corp");
-    p.subject_alt_names
-        .push(SanType::DnsName("evil.example.com".try_into().unwrap()));
-    p.subject_alt_names
-        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))));
+    p.distinguished_name.push(DnType::CommonName, "evil.example.com");
+    p.distinguished_name.push(DnType::OrganizationName, "Evil Corp");
+    p.subject_alt_names.push(SanType::DnsName("evil.example.com".try_into().unwrap()));
+    p.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
     p.is_ca = IsCa::ExplicitNoCa;
-    p.custom_extensions = vec![CustomExtension::from_oid_content(
-        &[1, 2, 3, 4, 5],
-        vec![0x05, 0x00],
-    )];
+    p.custom_extensions = vec![CustomExtension::from_oid_content(&[1, 2, 3, 4, 5], vec![0x05, 0x00])];
     let svid = ca.sign_csr(&csr_der(&p, &key), &web, None, t(1)).unwrap();
     assert_conformant(&svid, &web, 0);
     let (_, cert) = X509Certificate::from_der(&svid.leaf).unwrap();
-    let oids: Vec<String> = cert
-        .iter_extensions()
-        .map(|e| e.oid.to_id_string())
-        .collect();
-    assert!(
-        !oids.contains(&"1.2.3.4.5".to_string()),
-        "custom extension copied: {oids:?}"
-    );
+    let oids: Vec<String> = cert.iter_extensions().map(|e| e.oid.to_id_string()).collect();
+    assert!(!oids.contains(&"1.2.3.4.5".to_string()), "custom extension copied: {oids:?}");
 }
 
 #[test]
@@ -291,15 +221,10 @@ fn p384_and_ed25519_keys_are_accepted() {
     let web = id("web");
     for alg in [&rcgen::PKCS_ECDSA_P384_SHA384, &rcgen::PKCS_ED25519] {
         let key = KeyPair::generate_for(alg).unwrap();
-        let svid = ca
-            .sign_csr(&csr_der(&csr_params(&[]), &key), &web, None, t(1))
-            .unwrap();
+        let svid = ca.sign_csr(&csr_der(&csr_params(&[]), &key), &web, None, t(1)).unwrap();
         assert_conformant(&svid, &web, 0);
         let (_, cert) = X509Certificate::from_der(&svid.leaf).unwrap();
-        assert_eq!(
-            cert.public_key().subject_public_key.data.as_ref(),
-            key.public_key_raw()
-        );
+        assert_eq!(cert.public_key().subject_public_key.data.as_ref(), key.public_key_raw());
         assert!(verifies(&svid.leaf, &ca.bundle().roots(), t(2)));
     }
 }
@@ -313,66 +238,40 @@ fn csr_refusals() {
     let sign = |der: &[u8], requested: &SpiffeId| ca.sign_csr(der, requested, None, t(1));
 
     // Garbage and truncated DER.
-    assert!(matches!(
-        sign(b"not a csr at all", &web),
-        Err(CsrError::Malformed(_))
-    ));
+    assert!(matches!(sign(b"not a csr at all", &web), Err(CsrError::Malformed(_))));
     assert!(matches!(sign(&[], &web), Err(CsrError::Malformed(_))));
     let good = csr_der(&csr_params(&[web.as_str()]), &key);
-    assert!(matches!(
-        sign(&good[..good.len() / 2], &web),
-        Err(CsrError::Malformed(_))
-    ));
+    assert!(matches!(sign(&good[..good.len() / 2], &web), Err(CsrError::Malformed(_))));
     let mut trailing = good.clone();
     trailing.push(0);
     assert!(matches!(sign(&trailing, &web), Err(CsrError::Malformed(_))));
 
     // A byte flipped inside the signature BIT STRING.
     let sig = {
-        let (_, req) =
-            x509_parser::certification_request::X509CertificationRequest::from_der(&good).unwrap();
+        let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(&good).unwrap();
         req.signature_value.data.to_vec()
     };
-    let at = good
-        .windows(sig.len())
-        .position(|w| w == sig.as_slice())
-        .unwrap();
+    let at = good.windows(sig.len()).position(|w| w == sig.as_slice()).unwrap();
     let mut bad_sig = good.clone();
     bad_sig[at + sig.len() / 2] ^= 0x01;
-    assert!(
-        matches!(sign(&bad_sig, &web), Err(CsrError::BadSignature)),
-        "{:?}",
-        sign(&bad_sig, &web)
-    );
+    assert!(matches!(sign(&bad_sig, &web), Err(CsrError::BadSignature)), "{:?}", sign(&bad_sig, &web));
     // A byte flipped in the signed content (the SPIFFE ID itself) breaks the signature too.
     let uri_at = good.windows(3).position(|w| w == b"web").unwrap();
     let mut bad_body = good.clone();
     bad_body[uri_at] = b'x';
-    assert!(matches!(
-        sign(&bad_body, &id("xeb")),
-        Err(CsrError::BadSignature)
-    ));
+    assert!(matches!(sign(&bad_body, &id("xeb")), Err(CsrError::BadSignature)));
 
     // cA=true requested.
     let mut p = csr_params(&[web.as_str()]);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    assert!(matches!(
-        sign(&csr_der(&p, &key), &web),
-        Err(CsrError::CaRequested)
-    ));
+    assert!(matches!(sign(&csr_der(&p, &key), &web), Err(CsrError::CaRequested)));
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    assert!(matches!(
-        sign(&csr_der(&p, &key), &web),
-        Err(CsrError::CaRequested)
-    ));
+    assert!(matches!(sign(&csr_der(&p, &key), &web), Err(CsrError::CaRequested)));
 
     // Requested ID in another trust domain.
     let foreign = SpiffeId::parse("spiffe://other.org/web").unwrap();
     let der = csr_der(&csr_params(&[foreign.as_str()]), &key);
-    assert!(matches!(
-        sign(&der, &foreign),
-        Err(CsrError::Issue(IssueError::ForeignTrustDomain { .. }))
-    ));
+    assert!(matches!(sign(&der, &foreign), Err(CsrError::Issue(IssueError::ForeignTrustDomain { .. }))));
     // The trust domain's own ID is not a workload ID.
     assert!(matches!(
         sign(&csr_der(&csr_params(&[]), &key), &td().id()),
@@ -396,10 +295,7 @@ fn csr_refusals() {
 
     // Several URI SANs.
     let der = csr_der(&csr_params(&[web.as_str(), id("db").as_str()]), &key);
-    assert!(matches!(
-        sign(&der, &web),
-        Err(CsrError::MultipleUriSans(2))
-    ));
+    assert!(matches!(sign(&der, &web), Err(CsrError::MultipleUriSans(2))));
 
     // CSR URI SAN differs from the requested (authorized) ID.
     let der = csr_der(&csr_params(&[id("db").as_str()]), &key);
@@ -413,15 +309,9 @@ fn csr_refusals() {
 
     // Unsupported key types.
     let p521 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512).unwrap();
-    assert!(matches!(
-        sign(&csr_der(&csr_params(&[]), &p521), &web),
-        Err(CsrError::UnsupportedKey(_))
-    ));
+    assert!(matches!(sign(&csr_der(&csr_params(&[]), &p521), &web), Err(CsrError::UnsupportedKey(_))));
     let rsa = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
-    assert!(matches!(
-        sign(&csr_der(&csr_params(&[]), &rsa), &web),
-        Err(CsrError::UnsupportedKey(_))
-    ));
+    assert!(matches!(sign(&csr_der(&csr_params(&[]), &rsa), &web), Err(CsrError::UnsupportedKey(_))));
 
     // The good CSR still works, and without a URI SAN the requested ID is used.
     assert!(sign(&good, &web).is_ok());
@@ -439,22 +329,12 @@ fn pem_csr_is_accepted_and_bad_pem_refused() {
     let ca = open_ca(dir.path(), t(0));
     let web = id("web");
     let key = KeyPair::generate().unwrap();
-    let pem = csr_params(&[web.as_str()])
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
+    let pem = csr_params(&[web.as_str()]).serialize_request(&key).unwrap().pem().unwrap();
     let svid = ca.sign_csr_pem(&pem, &web, None, t(1)).unwrap();
     assert_conformant(&svid, &web, 0);
-    assert!(matches!(
-        ca.sign_csr_pem("hello", &web, None, t(1)),
-        Err(CsrError::BadPem(_))
-    ));
+    assert!(matches!(ca.sign_csr_pem("hello", &web, None, t(1)), Err(CsrError::BadPem(_))));
     let cert_pem = svid.leaf_pem();
-    assert!(matches!(
-        ca.sign_csr_pem(&cert_pem, &web, None, t(1)),
-        Err(CsrError::BadPem(_))
-    ));
+    assert!(matches!(ca.sign_csr_pem(&cert_pem, &web, None, t(1)), Err(CsrError::BadPem(_))));
 }
 
 #[test]
@@ -469,30 +349,15 @@ fn issue_with_new_key_for_the_api_server_and_admin() {
     let (_, cert) = X509Certificate::from_der(&svid.leaf).unwrap();
     let san = cert.subject_alternative_name().unwrap().unwrap();
     let names = &san.value.general_names;
-    assert!(
-        names.contains(&GeneralName::DNSName("localhost")),
-        "{names:?}"
-    );
-    assert!(
-        names.contains(&GeneralName::DNSName("cp.example.org")),
-        "{names:?}"
-    );
-    assert!(
-        names.contains(&GeneralName::IPAddress(&[127, 0, 0, 1])),
-        "{names:?}"
-    );
+    assert!(names.contains(&GeneralName::DNSName("localhost")), "{names:?}");
+    assert!(names.contains(&GeneralName::DNSName("cp.example.org")), "{names:?}");
+    assert!(names.contains(&GeneralName::IPAddress(&[127, 0, 0, 1])), "{names:?}");
     let v6_loopback: [u8; 16] = Ipv6Addr::LOCALHOST.octets();
-    assert!(
-        names.contains(&GeneralName::IPAddress(&v6_loopback)),
-        "{names:?}"
-    );
+    assert!(names.contains(&GeneralName::IPAddress(&v6_loopback)), "{names:?}");
 
     // The key matches the certificate and is redacted in Debug.
     let kp = KeyPair::try_from(key.pkcs8_der()).unwrap();
-    assert_eq!(
-        cert.public_key().subject_public_key.data.as_ref(),
-        kp.public_key_raw()
-    );
+    assert_eq!(cert.public_key().subject_public_key.data.as_ref(), kp.public_key_raw());
     assert!(key.to_pem().starts_with("-----BEGIN PRIVATE KEY-----\n"));
     assert_eq!(format!("{key:?}"), "PrivateKey([redacted])");
 
@@ -506,22 +371,15 @@ fn issue_with_new_key_for_the_api_server_and_admin() {
         .with_single_cert(svid.chain.clone(), key.to_rustls())
         .unwrap();
     let roots = Arc::new(ca.bundle().root_store());
-    let server_verifier =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
-            .build()
-            .unwrap();
+    let server_verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider).build().unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let now = UnixTime::since_unix_epoch(t(10).duration_since(UNIX_EPOCH).unwrap());
-    server_verifier
-        .verify_server_cert(&svid.leaf, &[], &name, &[], now)
-        .unwrap();
+    server_verifier.verify_server_cert(&svid.leaf, &[], &name, &[], now).unwrap();
 
     // Long-lived admin client certificate: beyond max TTL, still capped by the CA lifetime.
     let admin = id("riptides/admin");
     let year = Duration::from_secs(10 * 365 * 24 * 3600);
-    let (svid, _k) = ca
-        .issue_with_new_key(&admin, &[], &[], Some(year), t(5))
-        .unwrap();
+    let (svid, _k) = ca.issue_with_new_key(&admin, &[], &[], Some(year), t(5)).unwrap();
     assert_conformant(&svid, &admin, 0);
     let (_, root) = X509Certificate::from_der(&svid.issuer).unwrap();
     assert_eq!(unix(svid.not_after), root.validity().not_after.timestamp());
@@ -532,13 +390,7 @@ fn issue_with_new_key_for_the_api_server_and_admin() {
         Err(IssueError::BadDnsName { .. })
     ));
     assert!(matches!(
-        ca.issue_with_new_key(
-            &SpiffeId::parse("spiffe://other.org/x").unwrap(),
-            &[],
-            &[],
-            None,
-            t(5)
-        ),
+        ca.issue_with_new_key(&SpiffeId::parse("spiffe://other.org/x").unwrap(), &[], &[], None, t(5)),
         Err(IssueError::ForeignTrustDomain { .. })
     ));
 }
@@ -553,21 +405,14 @@ fn openssl_text(der: &[u8]) -> String {
         .args(["-text", "-noout"])
         .output()
         .expect("openssl is installed");
-    assert!(
-        out.status.success(),
-        "openssl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// The line after `header` in openssl's text output, trimmed.
 fn line_after(text: &str, header: &str) -> String {
     let mut lines = text.lines();
-    lines
-        .by_ref()
-        .find(|l| l.trim() == header)
-        .unwrap_or_else(|| panic!("no {header:?} in:\n{text}"));
+    lines.by_ref().find(|l| l.trim() == header).unwrap_or_else(|| panic!("no {header:?} in:\n{text}"));
     lines.next().unwrap().trim().to_string()
 }
 
@@ -578,52 +423,24 @@ fn openssl_reads_the_svid_and_root_as_the_spec_says() {
     let ca = open_ca(dir.path(), now);
     let web = id("ns/prod/sa/web");
     let key = KeyPair::generate().unwrap();
-    let svid = ca
-        .sign_csr(
-            &csr_der(&csr_params(&[web.as_str()]), &key),
-            &web,
-            None,
-            now,
-        )
-        .unwrap();
+    let svid = ca.sign_csr(&csr_der(&csr_params(&[web.as_str()]), &key), &web, None, now).unwrap();
 
     let text = openssl_text(&svid.leaf);
-    assert_eq!(
-        line_after(&text, "X509v3 Basic Constraints: critical"),
-        "CA:FALSE"
-    );
-    assert_eq!(
-        line_after(&text, "X509v3 Key Usage: critical"),
-        "Digital Signature"
-    );
+    assert_eq!(line_after(&text, "X509v3 Basic Constraints: critical"), "CA:FALSE");
+    assert_eq!(line_after(&text, "X509v3 Key Usage: critical"), "Digital Signature");
     assert_eq!(
         line_after(&text, "X509v3 Extended Key Usage:"),
         "TLS Web Server Authentication, TLS Web Client Authentication"
     );
-    assert_eq!(
-        line_after(&text, "X509v3 Subject Alternative Name: critical"),
-        format!("URI:{web}")
-    );
+    assert_eq!(line_after(&text, "X509v3 Subject Alternative Name: critical"), format!("URI:{web}"));
     assert_eq!(text.matches("URI:").count(), 1);
     assert!(!text.contains("Certificate Sign"), "{text}");
-    assert!(
-        text.contains("Signature Algorithm: ecdsa-with-SHA256"),
-        "{text}"
-    );
+    assert!(text.contains("Signature Algorithm: ecdsa-with-SHA256"), "{text}");
 
     let root = openssl_text(&ca.active_root().unwrap());
-    assert_eq!(
-        line_after(&root, "X509v3 Basic Constraints: critical"),
-        "CA:TRUE"
-    );
-    assert_eq!(
-        line_after(&root, "X509v3 Key Usage: critical"),
-        "Certificate Sign, CRL Sign"
-    );
-    assert_eq!(
-        line_after(&root, "X509v3 Subject Alternative Name:"),
-        "URI:spiffe://example.org"
-    );
+    assert_eq!(line_after(&root, "X509v3 Basic Constraints: critical"), "CA:TRUE");
+    assert_eq!(line_after(&root, "X509v3 Key Usage: critical"), "Certificate Sign, CRL Sign");
+    assert_eq!(line_after(&root, "X509v3 Subject Alternative Name:"), "URI:spiffe://example.org");
     assert!(root.contains("ASN1 OID: prime256v1"), "{root}");
 
     // openssl verifies the chain for both TLS purposes.
@@ -704,11 +521,7 @@ fn ca_is_shared_across_threads() {
 #[test]
 fn kubectl_verifies_the_serving_certificate() {
     // The README's test command installs kubectl; its absence is a failure, not a skip.
-    Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .expect("kubectl is installed (kubernetes-client)");
+    Command::new("kubectl").arg("version").arg("--client").output().expect("kubectl is installed (kubernetes-client)");
     let dir = tempfile::tempdir().unwrap();
     let now = SystemTime::now();
     let ca = open_ca(&dir.path().join("ca"), now);
@@ -722,13 +535,7 @@ fn kubectl_verifies_the_serving_certificate() {
         )
         .unwrap();
     let (admin, admin_key) = ca
-        .issue_with_new_key(
-            &id("riptides/admin"),
-            &[],
-            &[],
-            Some(Duration::from_secs(365 * 24 * 3600)),
-            now,
-        )
+        .issue_with_new_key(&id("riptides/admin"), &[], &[], Some(Duration::from_secs(365 * 24 * 3600)), now)
         .unwrap();
     let p = |name: &str| dir.path().join(name);
     std::fs::write(p("bundle.pem"), ca.bundle().to_pem()).unwrap();
@@ -737,11 +544,7 @@ fn kubectl_verifies_the_serving_certificate() {
     std::fs::write(p("admin.pem"), admin.chain_pem()).unwrap();
     std::fs::write(p("admin.key"), admin_key.to_pem()).unwrap();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut s_server = Command::new("openssl")
         .args(["s_server", "-quiet", "-www", "-accept"])
         .arg(port.to_string())
@@ -764,19 +567,10 @@ fn kubectl_verifies_the_serving_certificate() {
         }
         let out = Command::new("kubectl")
             .arg(format!("--server=https://127.0.0.1:{port}"))
-            .arg(format!(
-                "--certificate-authority={}",
-                p("bundle.pem").display()
-            ))
+            .arg(format!("--certificate-authority={}", p("bundle.pem").display()))
             .arg(format!("--client-certificate={}", p("admin.pem").display()))
             .arg(format!("--client-key={}", p("admin.key").display()))
-            .args([
-                "--kubeconfig=/dev/null",
-                "--request-timeout=5s",
-                "get",
-                "--raw",
-                "/",
-            ])
+            .args(["--kubeconfig=/dev/null", "--request-timeout=5s", "get", "--raw", "/"])
             .output()
             .unwrap();
         result = Some(out);
@@ -787,13 +581,7 @@ fn kubectl_verifies_the_serving_certificate() {
     let out = result.expect("openssl s_server did not start");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("x509") && !stderr.contains("certificate"),
-        "{stderr}"
-    );
+    assert!(!stderr.contains("x509") && !stderr.contains("certificate"), "{stderr}");
     // s_server -www answers with its status page once the mutual TLS handshake succeeded.
-    assert!(
-        stdout.contains("s_server") || stdout.contains("Ciphers"),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
+    assert!(stdout.contains("s_server") || stdout.contains("Ciphers"), "stdout: {stdout}\nstderr: {stderr}");
 }

@@ -81,7 +81,8 @@ async fn kill_9_loses_no_acknowledged_write() {
     let mut child = spawn_cp(dir.path());
     let api = ApiClient::from_kubeconfig_file(dir.path().join("admin.kubeconfig")).unwrap();
     let list = api.list(svc, Some("riptides-system")).await.unwrap();
-    let names: std::collections::BTreeSet<String> = list.items.iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_owned()).collect();
+    let names: std::collections::BTreeSet<String> =
+        list.items.iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_owned()).collect();
     for name in &acknowledged {
         assert!(names.contains(name), "acknowledged {name} lost after kill -9");
     }

@@ -59,7 +59,11 @@ async fn call(conn: &dyn Connection, req: &Request) -> Response {
 }
 
 fn attest_req(token: &str, csr_der: Vec<u8>) -> Request {
-    Request::Attest(AttestRequest { token: token.into(), csr_der, host: HostInfo { hostname: "test-host".into(), ..Default::default() } })
+    Request::Attest(AttestRequest {
+        token: token.into(),
+        csr_der,
+        host: HostInfo { hostname: "test-host".into(), ..Default::default() },
+    })
 }
 
 /// Attests with `token` and returns the daemon id and its mTLS identity.
@@ -119,7 +123,8 @@ async fn attestation_tokens_and_refusals() {
     }
     assert_eq!(wins, 1);
     // Without a client certificate nothing but attestation is allowed.
-    let req = Request::SignWorkload(WorkloadCsr { workload_id: "frontend".into(), csr_der: csr(None).0, ttl_secs: None });
+    let req =
+        Request::SignWorkload(WorkloadCsr { workload_id: "frontend".into(), csr_der: csr(None).0, ttl_secs: None });
     assert_eq!(code(call(conn.as_ref(), &req).await), ErrorCode::Unauthorized);
     assert_eq!(code(call(conn.as_ref(), &Request::WatchPolicy { resume_from: None }).await), ErrorCode::Unauthorized);
     cp.shutdown().await;
@@ -133,7 +138,12 @@ async fn wrong_pin_or_bundle_is_refused_in_the_handshake() {
     let r = connect_quic("127.0.0.1:0".parse().unwrap(), cp.quic_addr(), tls, &TransportConfig::default()).await;
     assert!(r.is_err(), "a wrong pin must fail the handshake");
     let other = tempfile::tempdir().unwrap();
-    let other_ca = riptides_cp::ca::Ca::open(other.path(), riptides_cp::ca::CaConfig::new(cp.ca().trust_domain().clone()), SystemTime::now()).unwrap();
+    let other_ca = riptides_cp::ca::Ca::open(
+        other.path(),
+        riptides_cp::ca::CaConfig::new(cp.ca().trust_domain().clone()),
+        SystemTime::now(),
+    )
+    .unwrap();
     let tls = client_config(ServerTrust::Bundle(other_ca.bundle().roots()), cp_id(&cp), None, &[ALPN]).unwrap();
     let r = connect_tcp_tls(cp.tunnel_addr(), tls, "riptides-controlplane", &TransportConfig::default()).await;
     match r {
@@ -168,7 +178,10 @@ async fn daemon_session(tcp: bool) {
             while let Ok(mut s) = conn.accept_bi().await {
                 let req: TunnelRequest = read_frame_timeout(&mut s.recv, &cfg, T).await.unwrap();
                 let resp = match req {
-                    TunnelRequest::Health => TunnelResponse::Health(HealthReport { ready: true, details: vec![("policy".into(), "applied".into())] }),
+                    TunnelRequest::Health => TunnelResponse::Health(HealthReport {
+                        ready: true,
+                        details: vec![("policy".into(), "applied".into())],
+                    }),
                     TunnelRequest::ConnectionTable => TunnelResponse::ConnectionTable(vec![]),
                     TunnelRequest::ConfigDump => TunnelResponse::ConfigDump("{\"ok\":true}".into()),
                 };
@@ -197,25 +210,50 @@ async fn daemon_session(tcp: bool) {
 
     // Workload CSRs: in scope yes, others no.
     let (der, _) = csr(Some("spiffe://example.com/frontend"));
-    let svid = call(conn.as_ref(), &Request::SignWorkload(WorkloadCsr { workload_id: "frontend".into(), csr_der: der, ttl_secs: Some(600) })).await.expect_svid().unwrap();
+    let svid = call(
+        conn.as_ref(),
+        &Request::SignWorkload(WorkloadCsr { workload_id: "frontend".into(), csr_der: der, ttl_secs: Some(600) }),
+    )
+    .await
+    .expect_svid()
+    .unwrap();
     assert_eq!(svid.spiffe_id, "spiffe://example.com/frontend");
     // The WorkloadIdentity's spec.svid.x509.dnsNames are granted as DNS SANs.
     let (_, leaf) = x509_parser::parse_x509_certificate(&svid.chain_der[0]).unwrap();
-    let sans: Vec<String> = leaf.subject_alternative_name().unwrap().unwrap().value.general_names.iter().map(|n| n.to_string()).collect();
+    let sans: Vec<String> =
+        leaf.subject_alternative_name().unwrap().unwrap().value.general_names.iter().map(|n| n.to_string()).collect();
     assert!(sans.iter().any(|n| n.contains("frontend.internal.example.com")), "{sans:?}");
     assert!(sans.iter().any(|n| n.contains("spiffe://example.com/frontend")), "{sans:?}");
     let (der, _) = csr(None);
-    let r = call(conn.as_ref(), &Request::SignWorkload(WorkloadCsr { workload_id: "payments".into(), csr_der: der, ttl_secs: None })).await;
+    let r = call(
+        conn.as_ref(),
+        &Request::SignWorkload(WorkloadCsr { workload_id: "payments".into(), csr_der: der, ttl_secs: None }),
+    )
+    .await;
     assert_eq!(code(r), ErrorCode::Unauthorized);
     let (der, _) = csr(None);
-    let r = call(conn.as_ref(), &Request::SignWorkload(WorkloadCsr { workload_id: "riptides/daemon/other".into(), csr_der: der, ttl_secs: None })).await;
+    let r = call(
+        conn.as_ref(),
+        &Request::SignWorkload(WorkloadCsr {
+            workload_id: "riptides/daemon/other".into(),
+            csr_der: der,
+            ttl_secs: None,
+        }),
+    )
+    .await;
     assert_eq!(code(r), ErrorCode::Unauthorized);
     // The daemon renews its own SVID over mTLS.
     let (der, _) = csr(None);
     let renewed = call(conn.as_ref(), &Request::RenewDaemonSvid { csr_der: der }).await.expect_svid().unwrap();
     assert_eq!(renewed.spiffe_id, format!("spiffe://example.com/riptides/daemon/{id}"));
     // Status report, then the Daemon resource shows it.
-    let report = DaemonStatusReport { version: "0.1.0".into(), dataplane: "none".into(), daemon_healthy: true, driver_healthy: None, policy_revision: Some(delta_rev(&first)) };
+    let report = DaemonStatusReport {
+        version: "0.1.0".into(),
+        dataplane: "none".into(),
+        daemon_healthy: true,
+        driver_healthy: None,
+        policy_revision: Some(delta_rev(&first)),
+    };
     assert!(matches!(call(conn.as_ref(), &Request::ReportStatus(report)).await, Response::Ack));
     let d = api.get(rt("daemons"), "riptides-system", &id).await.unwrap();
     assert_eq!(d["status"]["connected"], true);
@@ -223,11 +261,17 @@ async fn daemon_session(tcp: bool) {
     assert_eq!(d["status"]["version"], "0.1.0");
 
     // The tunnel: the API asks the daemon over its own connection.
-    let (code_, body) = api.raw_get(&format!("/apis/core.riptides.io/v1alpha1/namespaces/riptides-system/daemons/{id}/tunnel/health")).await.unwrap();
+    let (code_, body) = api
+        .raw_get(&format!("/apis/core.riptides.io/v1alpha1/namespaces/riptides-system/daemons/{id}/tunnel/health"))
+        .await
+        .unwrap();
     assert_eq!(code_, 200, "{}", String::from_utf8_lossy(&body));
     let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(health["ready"], true);
-    let (code_, _) = api.raw_get("/apis/core.riptides.io/v1alpha1/namespaces/riptides-system/daemons/ghost/tunnel/health").await.unwrap();
+    let (code_, _) = api
+        .raw_get("/apis/core.riptides.io/v1alpha1/namespaces/riptides-system/daemons/ghost/tunnel/health")
+        .await
+        .unwrap();
     assert_eq!(code_, 503);
 
     // Closing the connection marks the daemon disconnected.
@@ -319,7 +363,11 @@ async fn two_hundred_daemons_attest_and_receive_policy() {
             let cfg = FrameConfig::default();
             let mut s = conn.open_bi().await.unwrap();
             write_frame(&mut s.send, &Request::WatchPolicy { resume_from: None }, &cfg).await.unwrap();
-            let first = read_frame_timeout::<Response, _>(&mut s.recv, &cfg, Duration::from_secs(60)).await.unwrap().expect_policy().unwrap();
+            let first = read_frame_timeout::<Response, _>(&mut s.recv, &cfg, Duration::from_secs(60))
+                .await
+                .unwrap()
+                .expect_policy()
+                .unwrap();
             let PolicyUpdate::Snapshot { document, .. } = first else { panic!("snapshot expected") };
             // Group scope is not set on these daemons, so only Services would be in it; the
             // document must at least carry the trust bundle.

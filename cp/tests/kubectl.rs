@@ -18,7 +18,9 @@ impl Kubectl {
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut cmd = Command::new("kubectl");
         cmd.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(self.cache.path()).args(args);
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("kubectl is installed (the README test command installs kubernetes-client)");
         if let Some(input) = stdin {
             use std::io::Write;
@@ -47,7 +49,15 @@ async fn kubectl_get_apply_delete_watch() {
     })
     .await
     .unwrap();
-    for plural in ["workloadidentities", "services", "daemons", "credentialsources", "credentialbindings", "verifiers", "jointokens"] {
+    for plural in [
+        "workloadidentities",
+        "services",
+        "daemons",
+        "credentialsources",
+        "credentialbindings",
+        "verifiers",
+        "jointokens",
+    ] {
         assert!(resources.contains(plural), "{plural} missing from:\n{resources}");
     }
 
@@ -93,6 +103,10 @@ async fn kubectl_get_apply_delete_watch() {
     let watch_out = watch_out.unwrap();
     let seen = String::from_utf8_lossy(&watch_out.stdout);
     // Added, modified and deleted all show up on the watch.
-    assert!(seen.matches("workloadidentity.core.riptides.io/frontend").count() >= 3, "watch saw:\n{seen}\nstderr: {}", String::from_utf8_lossy(&watch_out.stderr));
+    assert!(
+        seen.matches("workloadidentity.core.riptides.io/frontend").count() >= 3,
+        "watch saw:\n{seen}\nstderr: {}",
+        String::from_utf8_lossy(&watch_out.stderr)
+    );
     cp.shutdown().await;
 }

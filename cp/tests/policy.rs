@@ -34,7 +34,10 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path().join("s.redb")).unwrap());
-    let ca = Arc::new(Ca::open(dir.path().join("ca"), CaConfig::new(TrustDomain::parse("example.com").unwrap()), SystemTime::now()).unwrap());
+    let ca = Arc::new(
+        Ca::open(dir.path().join("ca"), CaConfig::new(TrustDomain::parse("example.com").unwrap()), SystemTime::now())
+            .unwrap(),
+    );
     Fixture { compiler: PolicyCompiler::new(store.clone(), ca), store, _dir: dir }
 }
 
@@ -47,7 +50,17 @@ fn start(f: &Fixture, resume: Option<u64>) -> (mpsc::Receiver<PolicyUpdate>, Can
     let cancel = CancellationToken::new();
     let (c, token) = (f.compiler.clone(), cancel.clone());
     tokio::spawn(async move {
-        let _ = c.stream(&scope(), resume, |u| { let tx = tx.clone(); async move { tx.send(u).await.is_ok() } }, token).await;
+        let _ = c
+            .stream(
+                &scope(),
+                resume,
+                |u| {
+                    let tx = tx.clone();
+                    async move { tx.send(u).await.is_ok() }
+                },
+                token,
+            )
+            .await;
     });
     (rx, cancel)
 }
@@ -65,11 +78,22 @@ fn names(items: &[PolicyItem], kind: PolicyKind) -> Vec<String> {
 #[tokio::test]
 async fn snapshot_selects_by_daemon_and_group_then_streams_deltas() {
     let f = fixture();
-    f.store.create(&key("workloadidentities", "by-id"), wi("by-id", json!({"daemon": {"id": "node-1"}}))).await.unwrap();
-    f.store.create(&key("workloadidentities", "by-group"), wi("by-group", json!({"daemonGroup": {"id": "web"}}))).await.unwrap();
-    f.store.create(&key("workloadidentities", "other"), wi("other", json!({"daemon": {"id": "node-2"}}))).await.unwrap();
+    f.store
+        .create(&key("workloadidentities", "by-id"), wi("by-id", json!({"daemon": {"id": "node-1"}})))
+        .await
+        .unwrap();
+    f.store
+        .create(&key("workloadidentities", "by-group"), wi("by-group", json!({"daemonGroup": {"id": "web"}})))
+        .await
+        .unwrap();
+    f.store
+        .create(&key("workloadidentities", "other"), wi("other", json!({"daemon": {"id": "node-2"}})))
+        .await
+        .unwrap();
     let (mut rx, cancel) = start(&f, None);
-    let PolicyUpdate::Snapshot { revision, document } = next(&mut rx).await else { panic!("first update must be a snapshot") };
+    let PolicyUpdate::Snapshot { revision, document } = next(&mut rx).await else {
+        panic!("first update must be a snapshot")
+    };
     assert_eq!(names(&document.items, PolicyKind::WorkloadIdentity), ["by-group", "by-id"]);
     assert_eq!(document.trust_domain, "example.com");
     assert!(!document.bundle.roots_der.is_empty());
@@ -78,13 +102,27 @@ async fn snapshot_selects_by_daemon_and_group_then_streams_deltas() {
     // Moving "by-id" out of scope removes it; moving "other" in adds it; other daemons' changes
     // and unrelated kinds produce nothing.
     let cur = f.store.get(&key("workloadidentities", "by-id")).await.unwrap().unwrap();
-    f.store.update(&key("workloadidentities", "by-id"), wi("by-id", json!({"daemon": {"id": "node-9"}})), Some(cur.mod_revision)).await.unwrap();
+    f.store
+        .update(
+            &key("workloadidentities", "by-id"),
+            wi("by-id", json!({"daemon": {"id": "node-9"}})),
+            Some(cur.mod_revision),
+        )
+        .await
+        .unwrap();
     let PolicyUpdate::Delta { removals, upserts, revision: r } = next(&mut rx).await else { panic!("delta expected") };
     assert!(upserts.is_empty());
     assert_eq!(removals[0].name, "by-id");
     assert_eq!(r, 4);
     let cur = f.store.get(&key("workloadidentities", "other")).await.unwrap().unwrap();
-    f.store.update(&key("workloadidentities", "other"), wi("other", json!({"daemonGroup": {"id": "web"}})), Some(cur.mod_revision)).await.unwrap();
+    f.store
+        .update(
+            &key("workloadidentities", "other"),
+            wi("other", json!({"daemonGroup": {"id": "web"}})),
+            Some(cur.mod_revision),
+        )
+        .await
+        .unwrap();
     let PolicyUpdate::Delta { upserts, .. } = next(&mut rx).await else { panic!("delta expected") };
     assert_eq!(names(&upserts, PolicyKind::WorkloadIdentity), ["other"]);
     f.store.delete(&key("workloadidentities", "by-group"), None).await.unwrap();
@@ -124,7 +162,9 @@ async fn resume_sends_only_changes_and_compaction_forces_a_snapshot() {
 
     f.store.compact(0).await.unwrap();
     let (mut rx, cancel) = start(&f, Some(seen));
-    let PolicyUpdate::Snapshot { document, .. } = next(&mut rx).await else { panic!("compacted history means a snapshot") };
+    let PolicyUpdate::Snapshot { document, .. } = next(&mut rx).await else {
+        panic!("compacted history means a snapshot")
+    };
     assert_eq!(names(&document.items, PolicyKind::WorkloadIdentity), ["a", "b"]);
     cancel.cancel();
 }

@@ -38,31 +38,19 @@ fn crash_child_writer() {
         return;
     };
     let round = std::env::var(CHILD_ROUND_ENV).unwrap_or_default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async move {
         let store = RedbStore::open(Path::new(&dir).join("store.redb")).expect("child open");
         let counter = key("counter");
         for i in 0u64.. {
             let name = format!("r{round}-{i}");
             let value = format!("v{round}-{i}");
-            let o = store
-                .create(&key(&name), value.clone().into_bytes())
-                .await
-                .expect("child create");
+            let o = store.create(&key(&name), value.clone().into_bytes()).await.expect("child create");
             println!("PUT {name} {value} {}", o.mod_revision);
 
             let value = format!("{round}-{i}");
-            let o = match store
-                .update(&counter, value.clone().into_bytes(), None)
-                .await
-            {
-                Err(StoreError::NotFound { .. }) => {
-                    store.create(&counter, value.clone().into_bytes()).await
-                }
+            let o = match store.update(&counter, value.clone().into_bytes(), None).await {
+                Err(StoreError::NotFound { .. }) => store.create(&counter, value.clone().into_bytes()).await,
                 other => other,
             }
             .expect("child counter");
@@ -71,10 +59,7 @@ fn crash_child_writer() {
             if i % 4 == 3 {
                 let victim = format!("r{round}-{}", i - 2);
                 // `delete` returns the last stored value, not a new revision: print none.
-                store
-                    .delete(&key(&victim), None)
-                    .await
-                    .expect("child delete");
+                store.delete(&key(&victim), None).await.expect("child delete");
                 println!("DEL {victim}");
             }
         }
@@ -125,11 +110,7 @@ impl Acked {
     }
 
     fn bump(&mut self, rev: u64) {
-        assert!(
-            rev > self.max_rev,
-            "revision went backwards: {rev} after {}",
-            self.max_rev
-        );
+        assert!(rev > self.max_rev, "revision went backwards: {rev} after {}", self.max_rev);
         self.max_rev = rev;
     }
 }
@@ -186,10 +167,7 @@ fn run_and_kill(dir: &Path, round: usize, min_acks: usize) -> Vec<String> {
     std::thread::sleep(Duration::from_micros(random_u64() % 20_000));
     child.kill().expect("SIGKILL writer child");
     let status = child.wait().expect("reap child");
-    assert!(
-        !status.success(),
-        "child must have been killed, got {status}"
-    );
+    assert!(!status.success(), "child must have been killed, got {status}");
     reader.join().expect("reader thread");
     lines.extend(rx.try_iter());
     lines
@@ -205,10 +183,7 @@ fn acknowledged_writes_survive_kill_9() {
         return; // we are a writer child started for the other test
     }
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut acked = Acked::default();
     for (round, min_acks) in [3usize, 40, 11, 90, 1].into_iter().enumerate() {
         let min_acks = min_acks + (random_u64() % 10) as usize;
@@ -222,11 +197,7 @@ fn acknowledged_writes_survive_kill_9() {
         rt.block_on(async {
             let store = RedbStore::open(dir.path().join("store.redb")).expect("reopen after kill");
             let current = store.current_revision().await.unwrap();
-            assert!(
-                current >= acked.max_rev,
-                "revision {current} lost acknowledged revision {}",
-                acked.max_rev
-            );
+            assert!(current >= acked.max_rev, "revision {current} lost acknowledged revision {}", acked.max_rev);
             let mut resolved_delete = None;
             for (name, value) in &acked.present {
                 let got = store.get(&key(name)).await.unwrap();
@@ -260,15 +231,9 @@ fn acknowledged_writes_survive_kill_9() {
                 let (r, i) = s.split_once('-').unwrap();
                 (r.parse::<u64>().unwrap(), i.parse::<u64>().unwrap())
             };
-            assert!(
-                parse(&got) >= parse(&want),
-                "counter {got} older than acked {want}"
-            );
+            assert!(parse(&got) >= parse(&want), "counter {got} older than acked {want}");
             // The store is fully usable after recovery.
-            let o = store
-                .create(&key(&format!("probe-{round}")), b"ok".to_vec())
-                .await
-                .unwrap();
+            let o = store.create(&key(&format!("probe-{round}")), b"ok".to_vec()).await.unwrap();
             assert!(o.mod_revision > acked.max_rev);
             acked.max_rev = o.mod_revision;
         });

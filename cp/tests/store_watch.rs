@@ -4,9 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use riptides_cp::store::{
-    ObjectKey, RedbOptions, RedbStore, Revision, Store, StoreError, WatchEvent, WatchStream,
-};
+use riptides_cp::store::{ObjectKey, RedbOptions, RedbStore, Revision, Store, StoreError, WatchEvent, WatchStream};
 
 const RES: &str = "core.riptides.io/workloadidentities";
 const OTHER: &str = "core.riptides.io/policies";
@@ -25,9 +23,7 @@ fn open(dir: &tempfile::TempDir) -> RedbStore {
 
 /// Next event, failing the test instead of hanging if none arrives.
 async fn next(w: &mut WatchStream) -> Option<Result<WatchEvent, StoreError>> {
-    tokio::time::timeout(Duration::from_secs(10), w.next())
-        .await
-        .expect("watch event within 10s")
+    tokio::time::timeout(Duration::from_secs(10), w.next()).await.expect("watch event within 10s")
 }
 
 async fn next_ok(w: &mut WatchStream) -> WatchEvent {
@@ -36,12 +32,7 @@ async fn next_ok(w: &mut WatchStream) -> WatchEvent {
 
 /// Asserts nothing is pending right now (the stream is idle, not ended).
 async fn assert_idle(w: &mut WatchStream) {
-    assert!(
-        tokio::time::timeout(Duration::from_millis(100), w.next())
-            .await
-            .is_err(),
-        "expected no further events"
-    );
+    assert!(tokio::time::timeout(Duration::from_millis(100), w.next()).await.is_err(), "expected no further events");
 }
 
 #[tokio::test]
@@ -50,10 +41,7 @@ async fn watch_from_zero_replays_history_then_goes_live() {
     let store = open(&dir);
     let a = store.create(&key("ns", "a"), b"a1".to_vec()).await.unwrap();
     store.create(&key("ns", "b"), b"b1".to_vec()).await.unwrap();
-    let a2 = store
-        .update(&key("ns", "a"), b"a2".to_vec(), None)
-        .await
-        .unwrap();
+    let a2 = store.update(&key("ns", "a"), b"a2".to_vec(), None).await.unwrap();
     store.delete(&key("ns", "b"), None).await.unwrap();
 
     let mut w = store.watch(None, None, 0).await.unwrap();
@@ -64,12 +52,8 @@ async fn watch_from_zero_replays_history_then_goes_live() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert!(
-        matches!(next_ok(&mut w).await, WatchEvent::Put { created: true, object } if object.key.name == "b")
-    );
-    assert!(
-        matches!(next_ok(&mut w).await, WatchEvent::Put { created: false, object } if object == a2)
-    );
+    assert!(matches!(next_ok(&mut w).await, WatchEvent::Put { created: true, object } if object.key.name == "b"));
+    assert!(matches!(next_ok(&mut w).await, WatchEvent::Put { created: false, object } if object == a2));
     match next_ok(&mut w).await {
         WatchEvent::Deleted { object, revision } => {
             assert_eq!(object.key.name, "b");
@@ -91,10 +75,7 @@ async fn watch_resumes_from_a_mid_revision() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     for i in 1..=10 {
-        store
-            .create(&key("ns", &i.to_string()), vec![])
-            .await
-            .unwrap();
+        store.create(&key("ns", &i.to_string()), vec![]).await.unwrap();
     }
     let mut w = store.watch(None, None, 6).await.unwrap();
     for rev in 7..=10 {
@@ -117,31 +98,16 @@ async fn watch_from_compacted_revision_is_gone_and_history_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     for i in 1..=10 {
-        store
-            .create(&key("ns", &i.to_string()), vec![])
-            .await
-            .unwrap();
+        store.create(&key("ns", &i.to_string()), vec![]).await.unwrap();
     }
     assert_eq!(store.compact(4).await.unwrap(), 6);
     let err = store.watch(None, None, 3).await.unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::Gone {
-            requested: 3,
-            compacted: 6
-        }
-    );
-    assert!(matches!(
-        store.watch(None, None, 0).await,
-        Err(StoreError::Gone { .. })
-    ));
+    assert_eq!(err, StoreError::Gone { requested: 3, compacted: 6 });
+    assert!(matches!(store.watch(None, None, 0).await, Err(StoreError::Gone { .. })));
     drop(store);
 
     let store = open(&dir);
-    assert!(matches!(
-        store.watch(None, None, 5).await,
-        Err(StoreError::Gone { compacted: 6, .. })
-    ));
+    assert!(matches!(store.watch(None, None, 5).await, Err(StoreError::Gone { compacted: 6, .. })));
     let mut w = store.watch(None, None, 6).await.unwrap();
     for rev in 7..=10 {
         assert_eq!(next_ok(&mut w).await.revision(), rev);
@@ -158,25 +124,12 @@ async fn watch_filters_by_resource_and_namespace() {
 
     store.create(&key("a", "1"), vec![]).await.unwrap(); // 1
     store.create(&key("b", "1"), vec![]).await.unwrap(); // 2
-    store
-        .create(&ObjectKey::new(OTHER, "a", "1"), vec![])
-        .await
-        .unwrap(); // 3
-    store
-        .create(&ObjectKey::new(OTHER, "", "c"), vec![])
-        .await
-        .unwrap(); // 4
-    store
-        .create(&ObjectKey::new(format!("{RES}2"), "a", "1"), vec![])
-        .await
-        .unwrap(); // 5
+    store.create(&ObjectKey::new(OTHER, "a", "1"), vec![]).await.unwrap(); // 3
+    store.create(&ObjectKey::new(OTHER, "", "c"), vec![]).await.unwrap(); // 4
+    store.create(&ObjectKey::new(format!("{RES}2"), "a", "1"), vec![]).await.unwrap(); // 5
     store.delete(&key("a", "1"), None).await.unwrap(); // 6
 
-    for (w, expected) in [
-        (&mut by_res, vec![1, 2, 6]),
-        (&mut by_ns, vec![1, 6]),
-        (&mut cluster, vec![4]),
-    ] {
+    for (w, expected) in [(&mut by_res, vec![1, 2, 6]), (&mut by_ns, vec![1, 6]), (&mut cluster, vec![4])] {
         for rev in expected {
             assert_eq!(next_ok(w).await.revision(), rev);
         }
@@ -204,19 +157,10 @@ async fn collect_consecutive(w: &mut WatchStream, after: Revision, until: Revisi
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replay_hands_over_to_live_without_gaps_under_concurrent_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(open_with(
-        &dir,
-        RedbOptions {
-            watch_buffer: 8192,
-            ..RedbOptions::default()
-        },
-    ));
+    let store = Arc::new(open_with(&dir, RedbOptions { watch_buffer: 8192, ..RedbOptions::default() }));
     // Enough history that replay spans several pages.
     for i in 0..300 {
-        store
-            .create(&key("pre", &i.to_string()), vec![])
-            .await
-            .unwrap();
+        store.create(&key("pre", &i.to_string()), vec![]).await.unwrap();
     }
 
     let writers: Vec<_> = (0..4)
@@ -256,21 +200,12 @@ async fn replay_hands_over_to_live_without_gaps_under_concurrent_writes() {
 #[tokio::test]
 async fn lagging_watcher_gets_an_error_and_the_stream_ends() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_with(
-        &dir,
-        RedbOptions {
-            watch_buffer: 4,
-            ..RedbOptions::default()
-        },
-    );
+    let store = open_with(&dir, RedbOptions { watch_buffer: 4, ..RedbOptions::default() });
     let mut slow = store.watch(None, None, 0).await.unwrap();
     let mut fast = store.watch(None, None, 0).await.unwrap();
     let mut fast_seen = 0;
     for i in 0..20 {
-        store
-            .create(&key("ns", &i.to_string()), vec![])
-            .await
-            .unwrap();
+        store.create(&key("ns", &i.to_string()), vec![]).await.unwrap();
         assert_eq!(next_ok(&mut fast).await.revision(), i + 1);
         fast_seen += 1;
     }
@@ -290,10 +225,7 @@ async fn lagging_watcher_gets_an_error_and_the_stream_ends() {
             other => panic!("expected lag error, got {other:?}"),
         }
     }
-    assert!(
-        next(&mut slow).await.is_none(),
-        "stream ends after the lag error"
-    );
+    assert!(next(&mut slow).await.is_none(), "stream ends after the lag error");
     // Writes are never blocked by a slow watcher.
     store.create(&key("ns", "after"), vec![]).await.unwrap();
 }
@@ -303,10 +235,7 @@ async fn watchers_end_when_the_store_closes_and_do_not_pin_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     for i in 0..600 {
-        store
-            .create(&key("ns", &i.to_string()), vec![])
-            .await
-            .unwrap();
+        store.create(&key("ns", &i.to_string()), vec![]).await.unwrap();
     }
     // A watcher in the middle of a multi-page replay, dropped early.
     let mut replaying = store.watch(None, None, 0).await.unwrap();

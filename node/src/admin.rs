@@ -66,9 +66,17 @@ pub fn render_metrics(s: &Status, now: SystemTime, table: &crate::dataplane::tab
         }
         reg.register("dataplane_connections", "Connections the dataplane handled, by direction", conns);
         let failed: Family<Vec<(String, String)>, Counter> = Family::default();
-        failed.get_or_create(&vec![("direction".to_owned(), "outbound".to_owned())]).inc_by(t.outbound_failed.load(Relaxed));
-        failed.get_or_create(&vec![("direction".to_owned(), "inbound".to_owned())]).inc_by(t.inbound_failed.load(Relaxed));
-        reg.register("dataplane_connection_failures", "Connections refused or failed (policy, handshake, dial)", failed);
+        failed
+            .get_or_create(&vec![("direction".to_owned(), "outbound".to_owned())])
+            .inc_by(t.outbound_failed.load(Relaxed));
+        failed
+            .get_or_create(&vec![("direction".to_owned(), "inbound".to_owned())])
+            .inc_by(t.inbound_failed.load(Relaxed));
+        reg.register(
+            "dataplane_connection_failures",
+            "Connections refused or failed (policy, handshake, dial)",
+            failed,
+        );
         let active: Gauge = Gauge::default();
         active.set(table.len() as i64);
         reg.register("dataplane_connections_active", "Connections in the table now", active);

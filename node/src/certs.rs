@@ -119,9 +119,11 @@ impl CertActor {
         // The dataplane's view: chain and key of every valid workload SVID.
         let mut creds = std::collections::BTreeMap::new();
         for c in st.workloads.values().filter_map(|s| s.current.as_ref()).filter(|c| c.is_valid_at(now)) {
-            match c.rustls().map_err(|e| format!("{e:#}")).and_then(|(chain, key)| {
-                crate::dataplane::handshake::Svid::new(chain, key).map_err(|e| e.to_string())
-            }) {
+            match c
+                .rustls()
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|(chain, key)| crate::dataplane::handshake::Svid::new(chain, key).map_err(|e| e.to_string()))
+            {
                 Ok(svid) => {
                     creds.insert(c.spiffe_id.clone(), Arc::new(svid));
                 }

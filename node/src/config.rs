@@ -61,9 +61,9 @@ impl DataplaneMode {
                 );
                 Ok(DataplaneMode::None)
             }
-            DataplaneMode::Kernel => anyhow::bail!(
-                "--dataplane kernel is not implemented yet (use userspace, none, or auto)"
-            ),
+            DataplaneMode::Kernel => {
+                anyhow::bail!("--dataplane kernel is not implemented yet (use userspace, none, or auto)")
+            }
         }
     }
 }

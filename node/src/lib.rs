@@ -142,8 +142,7 @@ impl Daemon {
         let children = vec![
             ChildSpec::actor("metadata", MetadataActor { cloud: Arc::new(NoCloud), pod: Arc::new(NoPod) }, ())
                 .backoff(backoff.clone()),
-            ChildSpec::actor("policy", PolicyActor { ctx: ctx.clone(), connector }, ())
-                .backoff(backoff.clone()),
+            ChildSpec::actor("policy", PolicyActor { ctx: ctx.clone(), connector }, ()).backoff(backoff.clone()),
             ChildSpec::actor("certs", CertActor { ctx: ctx.clone() }, ()).backoff(backoff.clone()),
             ChildSpec::actor("cp-session", SessionActor { ctx: ctx.clone() }, ()).backoff(backoff.clone()),
             ChildSpec::actor("admin", admin::AdminActor { ctx: ctx.clone() }, ()).backoff(backoff),

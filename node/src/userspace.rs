@@ -27,9 +27,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::dataplane::capture::{mark_socket, original_dst, Capture, CaptureConfig, CaptureRules, Destinations, IpNet, OutboundSelection};
+use crate::dataplane::capture::{
+    mark_socket, original_dst, Capture, CaptureConfig, CaptureRules, Destinations, IpNet, OutboundSelection,
+};
 use crate::dataplane::handshake::{accept_mtls, connect_mtls, sniff, Alpn, FirstBytes, HandshakeConfig, Svid};
-use crate::dataplane::process::{IdentifyConfig, Identifier};
+use crate::dataplane::process::{Identifier, IdentifyConfig};
 use crate::dataplane::relay::{relay, RelayConfig};
 use crate::dataplane::rules::{EgressDecision, Rules};
 use crate::dataplane::table::{ConnectionTable, Direction};
@@ -89,7 +91,11 @@ pub struct Userspace {
 impl Userspace {
     /// Installs the (empty) capture table — replacing one a crash left behind — and starts
     /// both listeners.
-    pub async fn start(cfg: UserspaceConfig, creds: watch::Receiver<Credentials>, table: Arc<ConnectionTable>) -> anyhow::Result<Userspace> {
+    pub async fn start(
+        cfg: UserspaceConfig,
+        creds: watch::Receiver<Credentials>,
+        table: Arc<ConnectionTable>,
+    ) -> anyhow::Result<Userspace> {
         use anyhow::Context;
         let out_l = TcpListener::bind(("0.0.0.0", cfg.capture.outbound_port))
             .await
@@ -97,7 +103,9 @@ impl Userspace {
         let in_l = TcpListener::bind(("0.0.0.0", cfg.capture.inbound_port))
             .await
             .with_context(|| format!("binding the inbound listener on port {}", cfg.capture.inbound_port))?;
-        let (capture, reconciled) = Capture::reconcile_async(cfg.capture.clone(), CaptureRules::default()).await.context("installing the nftables table")?;
+        let (capture, reconciled) = Capture::reconcile_async(cfg.capture.clone(), CaptureRules::default())
+            .await
+            .context("installing the nftables table")?;
         tracing::info!(?reconciled, table = %cfg.capture.table, "userspace dataplane capture installed");
         let (rules, _) = watch::channel(None);
         let inner = Arc::new(Inner {
@@ -240,9 +248,9 @@ fn current_rules(inner: &Inner) -> Option<Arc<Rules>> {
 }
 
 async fn outbound(mut client: TcpStream, peer: SocketAddr, dst: SocketAddr, inner: &Inner) -> anyhow::Result<()> {
-    use anyhow::Context;
     use crate::dataplane::handshake::{connect_simple, read_client_hello, AppHello};
     use crate::dataplane::relay::Prefixed;
+    use anyhow::Context;
     let _ = client.set_nodelay(true);
     let guard = inner.table.insert(peer, dst, Direction::Outbound).map_err(|e| anyhow::anyhow!("{e}"))?;
     let row = guard.row().clone();
@@ -304,7 +312,8 @@ async fn outbound(mut client: TcpStream, peer: SocketAddr, dst: SocketAddr, inne
             return Ok(());
         }
         let roots = external_roots(&service).with_context(|| format!("no CA to verify {}", service.name))?;
-        let server_name = service.server_name.clone().unwrap_or_else(|| sni.clone().unwrap_or_else(|| dst.ip().to_string()));
+        let server_name =
+            service.server_name.clone().unwrap_or_else(|| sni.clone().unwrap_or_else(|| dst.ip().to_string()));
         let (tls, info) = connect_simple(upstream, &server_name, &roots, true, &[], &inner.cfg.handshake)
             .await
             .with_context(|| format!("TLS to external service {server_name} ({dst})"))?;
@@ -321,7 +330,12 @@ async fn outbound(mut client: TcpStream, peer: SocketAddr, dst: SocketAddr, inne
         relay(client, upstream, &row.counters, &inner.cfg.relay).await?;
         return Ok(());
     }
-    let svid = inner.creds.borrow().get(w.spiffe_id.as_str()).cloned().with_context(|| format!("no SVID for {} yet; refusing (fail closed)", w.spiffe_id))?;
+    let svid = inner
+        .creds
+        .borrow()
+        .get(w.spiffe_id.as_str())
+        .cloned()
+        .with_context(|| format!("no SVID for {} yet; refusing (fail closed)", w.spiffe_id))?;
     // An application that already speaks TLS is wrapped, not re-encrypted.
     let alpn = if app_tls { Alpn::Passthrough } else { Alpn::Riptides };
     match connect_mtls(upstream, &svid, &allowed, rules.bundles(), alpn, &inner.cfg.handshake).await {
@@ -348,7 +362,9 @@ async fn outbound(mut client: TcpStream, peer: SocketAddr, dst: SocketAddr, inne
 }
 
 /// CAs that verify an external (SIMPLE) service: its `tls.caBundle`, else the system's.
-fn external_roots(service: &crate::dataplane::rules::ServiceInfo) -> Option<Vec<rustls_pki_types::CertificateDer<'static>>> {
+fn external_roots(
+    service: &crate::dataplane::rules::ServiceInfo,
+) -> Option<Vec<rustls_pki_types::CertificateDer<'static>>> {
     if let Some(pem) = &service.ca_bundle {
         return riptides_wire::tls::load_certs_pem(pem.as_bytes()).ok().filter(|c| !c.is_empty());
     }
@@ -368,7 +384,10 @@ async fn inbound(client: TcpStream, peer: SocketAddr, dst: SocketAddr, inner: &I
     let guard = inner.table.insert(peer, dst, Direction::Inbound).map_err(|e| anyhow::anyhow!("{e}"))?;
     let row = guard.row().clone();
     let rules = current_rules(inner).context("no policy yet; refusing")?;
-    let decision = rules.ingress_decision(dst.port()).cloned().with_context(|| format!("port {} is no longer covered by an ingress rule", dst.port()))?;
+    let decision = rules
+        .ingress_decision(dst.port())
+        .cloned()
+        .with_context(|| format!("port {} is no longer covered by an ingress rule", dst.port()))?;
     tracing::Span::current().record("workload", tracing::field::display(&decision.workload.spiffe_id));
     row.set_own_id(&decision.workload.spiffe_id);
     let first = sniff(&client, inner.cfg.handshake.sniff_timeout).await?;
@@ -380,7 +399,9 @@ async fn inbound(client: TcpStream, peer: SocketAddr, dst: SocketAddr, inner: &I
             relay(app, client, &row.counters, &inner.cfg.relay).await?;
             Ok(())
         }
-        FirstBytes::Plaintext => anyhow::bail!("plaintext refused on a {} port", format!("{:?}", decision.mode).to_uppercase()),
+        FirstBytes::Plaintext => {
+            anyhow::bail!("plaintext refused on a {} port", format!("{:?}", decision.mode).to_uppercase())
+        }
         FirstBytes::Tls => {
             let svid = inner
                 .creds
@@ -388,7 +409,8 @@ async fn inbound(client: TcpStream, peer: SocketAddr, dst: SocketAddr, inner: &I
                 .get(decision.workload.spiffe_id.as_str())
                 .cloned()
                 .with_context(|| format!("no SVID for {} yet; refusing", decision.workload.spiffe_id))?;
-            let (tls, info) = accept_mtls(client, &svid, &decision.allowed, rules.bundles(), &inner.cfg.handshake).await?;
+            let (tls, info) =
+                accept_mtls(client, &svid, &decision.allowed, rules.bundles(), &inner.cfg.handshake).await?;
             tracing::Span::current().record("peer_id", tracing::field::debug(&info.peer_id));
             row.set_mode(format!("{:?}", decision.mode).to_uppercase());
             row.set_handshake(&info);

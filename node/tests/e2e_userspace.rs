@@ -30,29 +30,40 @@ fn mutual_tls_no_plaintext_on_the_wire_and_refusals() {
         .expect("node-b's LAN interface")
         .to_owned();
     let pcap = f.path().join("wire.pcap");
-    let mut capture = f
-        .b
-        .command("tcpdump")
-        .args(["-i", &iface, "-U", "-w"])
-        .arg(&pcap)
-        .args(["tcp", "port", "8000"])
-        .output_to(OutputTo::TempLog)
-        .spawn()
-        .unwrap();
+    let mut capture =
+        f.b.command("tcpdump")
+            .args(["-i", &iface, "-U", "-w"])
+            .arg(&pcap)
+            .args(["tcp", "port", "8000"])
+            .output_to(OutputTo::TempLog)
+            .spawn()
+            .unwrap();
     std::thread::sleep(Duration::from_millis(800));
     let url = format!("http://{}:8000/marker.txt", f.b.addr());
     let out = f.curl(&f.a, &url);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), marker, "frontend -> orders over mTLS; {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        marker,
+        "frontend -> orders over mTLS; {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::thread::sleep(Duration::from_millis(500));
     capture.signal(Signal::Int).unwrap();
     let _ = capture.wait_timeout(Duration::from_secs(5));
     let wire = std::fs::read(&pcap).unwrap();
     assert!(wire.len() > 200, "the capture saw the connection ({} bytes)", wire.len());
-    assert!(!wire.windows(marker.len()).any(|w| w == marker.as_bytes()), "plaintext marker seen on the wire between the nodes");
+    assert!(
+        !wire.windows(marker.len()).any(|w| w == marker.as_bytes()),
+        "plaintext marker seen on the wire between the nodes"
+    );
 
     // Both daemons show the connection with both identities (held open with curl's telnet
     // mode while its stdin stays open).
-    let _held = f.a.command("sh").args(["-c", &format!("sleep 15 | curl -s --max-time 15 telnet://{}:8000 >/dev/null", f.b.addr())]).spawn().unwrap();
+    let _held =
+        f.a.command("sh")
+            .args(["-c", &format!("sleep 15 | curl -s --max-time 15 telnet://{}:8000 >/dev/null", f.b.addr())])
+            .spawn()
+            .unwrap();
     let rows = wait_until("an outbound row on node-a", Duration::from_secs(10), || {
         let v = admin_get(&f.a, "/connections")?;
         v.as_array()?.iter().any(|r| r["state"] == "established").then(|| v.to_string())
@@ -76,7 +87,10 @@ fn mutual_tls_no_plaintext_on_the_wire_and_refusals() {
     // Counters in /metrics.
     let metrics = String::from_utf8(sh(&f.b, "curl -s http://127.0.0.1:15000/metrics").stdout).unwrap();
     assert!(metrics.contains("riptides_daemon_dataplane_connections_total{direction=\"inbound\"}"), "{metrics}");
-    assert!(metrics.contains("riptides_daemon_dataplane_connection_failures_total{direction=\"inbound\"} 1"), "the intruder's refusal is counted: {metrics}");
+    assert!(
+        metrics.contains("riptides_daemon_dataplane_connection_failures_total{direction=\"inbound\"} 1"),
+        "the intruder's refusal is counted: {metrics}"
+    );
 
     // A client that is not enrolled (the control-plane host has no daemon) sends plaintext to
     // the MUTUAL port: refused.
@@ -84,7 +98,10 @@ fn mutual_tls_no_plaintext_on_the_wire_and_refusals() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&marker), "plaintext must be refused on a MUTUAL port");
 
     // A policy change reaches new connections quickly: drop the frontend from the allowed list.
-    let changed = POLICY.replace("        - \"spiffe://example.com/frontend\"\n---", "        - \"spiffe://example.com/monitoring\"\n---");
+    let changed = POLICY.replace(
+        "        - \"spiffe://example.com/frontend\"\n---",
+        "        - \"spiffe://example.com/monitoring\"\n---",
+    );
     assert_ne!(changed, POLICY);
     let applied = Instant::now();
     f.apply(&changed);
@@ -178,7 +195,8 @@ fn passthrough_simple_and_permissive() {
         .status()
         .unwrap();
     assert!(host_tools.success(), "making test certificates with openssl");
-    let ca_pem: String = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap().lines().map(|l| format!("      {l}\n")).collect();
+    let ca_pem: String =
+        std::fs::read_to_string(dir.path().join("ca.pem")).unwrap().lines().map(|l| format!("      {l}\n")).collect();
     let more = MORE_POLICY.replace("CA_PEM\n", &ca_pem);
     let f = Fixture::start("e2ep", &format!("{POLICY}\n---\n{more}"), &[]);
     f.wait_identity(&f.a, FRONTEND);
@@ -186,26 +204,33 @@ fn passthrough_simple_and_permissive() {
 
     // TLS passthrough: curl speaks TLS itself to openssl s_server on node-b; the daemons wrap
     // it in the outer mTLS (ALPN riptides/passthrough/1) without re-encrypting it.
-    let _app_tls = f
-        .b
-        .command("openssl")
-        .args(["s_server", "-quiet", "-accept", "8443", "-www", "-cert"])
-        .arg(dir.path().join("app.pem"))
-        .arg("-key")
-        .arg(dir.path().join("app.key"))
-        .output_to(OutputTo::TempLog)
-        .spawn()
-        .unwrap();
+    let _app_tls =
+        f.b.command("openssl")
+            .args(["s_server", "-quiet", "-accept", "8443", "-www", "-cert"])
+            .arg(dir.path().join("app.pem"))
+            .arg("-key")
+            .arg(dir.path().join("app.key"))
+            .output_to(OutputTo::TempLog)
+            .spawn()
+            .unwrap();
     wait_listening(&f.b, 8443);
     let out = f.curl(&f.a, &format!("https://{}:8443/", f.b.addr()));
     let body = String::from_utf8_lossy(&out.stdout);
-    assert!(body.contains("s_server"), "curl -> s_server through the passthrough tunnel: {body} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        body.contains("s_server"),
+        "curl -> s_server through the passthrough tunnel: {body} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(f.daemon_log(0).contains("Passthrough"), "node-a used ALPN riptides/passthrough/1");
 
     // PERMISSIVE ingress: a non-enrolled plaintext client and the enrolled frontend (mTLS).
     let (_p, marker) = f.http_server(&f.b, 8002);
     let url = format!("http://{}:8002/marker.txt", f.b.addr());
-    assert_eq!(String::from_utf8_lossy(&f.curl(&f.cp, &url).stdout), marker, "non-enrolled plaintext accepted on PERMISSIVE");
+    assert_eq!(
+        String::from_utf8_lossy(&f.curl(&f.cp, &url).stdout),
+        marker,
+        "non-enrolled plaintext accepted on PERMISSIVE"
+    );
     assert_eq!(String::from_utf8_lossy(&f.curl(&f.a, &url).stdout), marker, "enrolled client on PERMISSIVE");
     // The rows are gone once these short connections closed; the log tells the modes.
     assert!(f.daemon_log(1).contains("inbound mTLS accepted"), "the enrolled client used mTLS");
@@ -214,16 +239,15 @@ fn passthrough_simple_and_permissive() {
     // application sends plaintext, the daemon originates TLS and verifies ext.example.net
     // against the Service's caBundle.
     for (port, flag, want) in [(4433, "-tls1_2", "TLSv1.2"), (4434, "-tls1_3", "TLSv1.3")] {
-        let _ext = f
-            .cp
-            .command("openssl")
-            .args(["s_server", "-quiet", flag, "-accept", &port.to_string(), "-www", "-cert"])
-            .arg(dir.path().join("ext.pem"))
-            .arg("-key")
-            .arg(dir.path().join("ext.key"))
-            .output_to(OutputTo::TempLog)
-            .spawn()
-            .unwrap();
+        let _ext =
+            f.cp.command("openssl")
+                .args(["s_server", "-quiet", flag, "-accept", &port.to_string(), "-www", "-cert"])
+                .arg(dir.path().join("ext.pem"))
+                .arg("-key")
+                .arg(dir.path().join("ext.key"))
+                .output_to(OutputTo::TempLog)
+                .spawn()
+                .unwrap();
         wait_listening(&f.cp, port);
         let out = f.curl(&f.a, &format!("http://{}:{port}/", f.cp.addr()));
         let body = String::from_utf8_lossy(&out.stdout);
@@ -234,7 +258,11 @@ fn passthrough_simple_and_permissive() {
     // Riptides node, the connection falls back to plaintext (and is remembered).
     let (_legacy, marker) = f.http_server(&f.cp, 9000);
     let url = format!("http://{}:9000/marker.txt", f.cp.addr());
-    assert_eq!(String::from_utf8_lossy(&f.curl(&f.a, &url).stdout), marker, "PERMISSIVE egress falls back to plaintext");
+    assert_eq!(
+        String::from_utf8_lossy(&f.curl(&f.a, &url).stdout),
+        marker,
+        "PERMISSIVE egress falls back to plaintext"
+    );
     assert!(f.daemon_log(0).contains("not a Riptides node"), "the fallback is logged");
     assert_eq!(String::from_utf8_lossy(&f.curl(&f.a, &url).stdout), marker, "and is remembered");
 }
@@ -250,13 +278,24 @@ fn rotation_during_a_long_lived_connection_and_half_open_flood() {
     assert_eq!(String::from_utf8_lossy(&f.curl(&f.a, &url).stdout), marker);
     let not_after = |host| -> Option<u64> {
         let v = admin_get(host, "/config_dump")?;
-        v["identities"].as_array()?.iter().find(|i| i["spiffeID"] == FRONTEND)?["notAfter"].as_str().map(|s| s.len() as u64 + s.bytes().map(u64::from).sum::<u64>())
+        v["identities"].as_array()?.iter().find(|i| i["spiffeID"] == FRONTEND)?["notAfter"]
+            .as_str()
+            .map(|s| s.len() as u64 + s.bytes().map(u64::from).sum::<u64>())
     };
     let before = not_after(&f.a).expect("frontend SVID");
-    let _held = f.a.command("sh").args(["-c", &format!("sleep 40 | curl -s --max-time 40 telnet://{}:8000 >/dev/null", f.b.addr())]).spawn().unwrap();
-    let established = || admin_get(&f.a, "/connections").is_some_and(|v| v.as_array().is_some_and(|r| r.iter().any(|r| r["state"] == "established")));
+    let _held =
+        f.a.command("sh")
+            .args(["-c", &format!("sleep 40 | curl -s --max-time 40 telnet://{}:8000 >/dev/null", f.b.addr())])
+            .spawn()
+            .unwrap();
+    let established = || {
+        admin_get(&f.a, "/connections")
+            .is_some_and(|v| v.as_array().is_some_and(|r| r.iter().any(|r| r["state"] == "established")))
+    };
     wait_until("the long-lived connection", Duration::from_secs(10), || established().then_some(()));
-    wait_until("the frontend SVID to rotate", Duration::from_secs(30), || (not_after(&f.a) != Some(before)).then_some(()));
+    wait_until("the frontend SVID to rotate", Duration::from_secs(30), || {
+        (not_after(&f.a) != Some(before)).then_some(())
+    });
     assert!(established(), "the long-lived connection survives the rotation");
     assert_eq!(String::from_utf8_lossy(&f.curl(&f.a, &url).stdout), marker, "new connections use the new SVID");
 
@@ -265,7 +304,11 @@ fn rotation_during_a_long_lived_connection_and_half_open_flood() {
     let pid = f.daemons[1].pid();
     let rss = |pid: u32| -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        s.lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     };
     let before_kib = rss(pid);
     let mut flood = f
@@ -281,7 +324,9 @@ fn rotation_during_a_long_lived_connection_and_half_open_flood() {
         .output_to(OutputTo::TempLog)
         .spawn()
         .unwrap();
-    wait_until("1000 half-open connections", Duration::from_secs(20), || flood.log().contains("open 1000").then_some(()));
+    wait_until("1000 half-open connections", Duration::from_secs(20), || {
+        flood.log().contains("open 1000").then_some(())
+    });
     let during_kib = rss(pid);
     assert_eq!(String::from_utf8_lossy(&f.curl(&f.a, &url).stdout), marker, "real traffic flows during the flood");
     let _ = flood.wait_timeout(Duration::from_secs(20));

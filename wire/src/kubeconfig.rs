@@ -110,7 +110,10 @@ pub struct ClientCredentials {
 
 impl std::fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCredentials").field("server", &self.server).field("namespace", &self.namespace).finish_non_exhaustive()
+        f.debug_struct("ClientCredentials")
+            .field("server", &self.server)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
     }
 }
 
@@ -138,7 +141,11 @@ impl Kubeconfig {
             }],
             contexts: vec![NamedContext {
                 name: name.into(),
-                context: Context { cluster: name.into(), user: format!("{name}-admin"), namespace: Some(namespace.into()) },
+                context: Context {
+                    cluster: name.into(),
+                    user: format!("{name}-admin"),
+                    namespace: Some(namespace.into()),
+                },
             }],
             current_context: name.into(),
         }

@@ -24,7 +24,9 @@ pub enum SpiffeIdError {
     WrongScheme,
     #[error("SPIFFE ID has no trust domain")]
     MissingTrustDomain,
-    #[error("trust domain has an invalid character {0:?}: only lowercase letters, digits, '.', '-' and '_' are allowed")]
+    #[error(
+        "trust domain has an invalid character {0:?}: only lowercase letters, digits, '.', '-' and '_' are allowed"
+    )]
     BadTrustDomainChar(char),
     #[error("trust domain is longer than {MAX_TRUST_DOMAIN_LEN} bytes")]
     TrustDomainTooLong,

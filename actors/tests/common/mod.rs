@@ -66,14 +66,8 @@ impl Actor for Worker {
         args: WorkerArgs,
     ) -> Result<WorkerState, ActorProcessingErr> {
         let name = myself.get_name().unwrap_or_default();
-        let _ = args
-            .probe
-            .send(Event::Started(name.clone(), Instant::now()));
-        Ok(WorkerState {
-            name,
-            count: 0,
-            args,
-        })
+        let _ = args.probe.send(Event::Started(name.clone(), Instant::now()));
+        Ok(WorkerState { name, count: 0, args })
     }
 
     async fn post_start(
@@ -87,11 +81,7 @@ impl Actor for Worker {
         Ok(())
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<WorkerMsg>,
-        state: &mut WorkerState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<WorkerMsg>, state: &mut WorkerState) -> Result<(), ActorProcessingErr> {
         if state.args.mode == Mode::SlowStop {
             tokio::time::sleep(Duration::from_secs(30)).await;
         }
@@ -122,16 +112,9 @@ pub fn fast_backoff() -> Backoff {
 }
 
 pub fn worker(name: &str, probe: &Probe, mode: Mode) -> ChildSpec {
-    ChildSpec::actor(
-        name,
-        Worker,
-        WorkerArgs {
-            probe: probe.clone(),
-            mode,
-        },
-    )
-    .backoff(fast_backoff())
-    .shutdown_timeout(Duration::from_secs(5))
+    ChildSpec::actor(name, Worker, WorkerArgs { probe: probe.clone(), mode })
+        .backoff(fast_backoff())
+        .shutdown_timeout(Duration::from_secs(5))
 }
 
 pub fn worker_ref(name: &str) -> ActorRef<WorkerMsg> {
@@ -161,27 +144,18 @@ pub async fn next_start(rx: &mut mpsc::UnboundedReceiver<Event>, name: &str) -> 
 
 /// Next event of any kind.
 pub async fn next_event(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
-    tokio::time::timeout(PATIENCE, rx.recv())
-        .await
-        .expect("event in time")
-        .expect("probe open")
+    tokio::time::timeout(PATIENCE, rx.recv()).await.expect("event in time").expect("probe open")
 }
 
 /// Polls `sup`'s children until `cond` holds (the supervisor handles exits asynchronously).
-pub async fn children_until(
-    sup: &SupervisorRef,
-    mut cond: impl FnMut(&[ChildInfo]) -> bool,
-) -> Vec<ChildInfo> {
+pub async fn children_until(sup: &SupervisorRef, mut cond: impl FnMut(&[ChildInfo]) -> bool) -> Vec<ChildInfo> {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let list = sup.list_children().await.expect("list");
         if cond(&list) {
             return list;
         }
-        assert!(
-            Instant::now() < deadline,
-            "children never matched: {list:?}"
-        );
+        assert!(Instant::now() < deadline, "children never matched: {list:?}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

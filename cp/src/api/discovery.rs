@@ -59,15 +59,14 @@ fn resource_doc(t: &ResourceType) -> Vec<Value> {
 }
 
 pub async fn resources(Path((group, version)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
-    let resources: Vec<Value> = RESOURCE_TYPES
-        .iter()
-        .filter(|t| t.group == group && t.version == version)
-        .flat_map(resource_doc)
-        .collect();
+    let resources: Vec<Value> =
+        RESOURCE_TYPES.iter().filter(|t| t.group == group && t.version == version).flat_map(resource_doc).collect();
     if resources.is_empty() {
         return Err(ApiError::NotFound(format!("API group version {group}/{version} not found")));
     }
-    Ok(Json(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": resources})))
+    Ok(Json(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": resources}),
+    ))
 }
 
 pub async fn version() -> Json<Value> {

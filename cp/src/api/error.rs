@@ -66,7 +66,11 @@ impl ApiError {
                 group: None,
                 causes: causes
                     .iter()
-                    .map(|c| StatusCause { reason: "FieldValueInvalid".into(), message: c.message.clone(), field: c.field.clone() })
+                    .map(|c| StatusCause {
+                        reason: "FieldValueInvalid".into(),
+                        message: c.message.clone(),
+                        field: c.field.clone(),
+                    })
                     .collect(),
             });
         }

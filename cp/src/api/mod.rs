@@ -79,8 +79,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/openapi/v2", get(discovery::openapi_v2))
         .route("/apis/{group}/{version}/{plural}", get(r::list_all))
         .route("/apis/{group}/{version}/namespaces/{ns}/{plural}", get(r::list_namespaced).post(r::create))
-        .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}", get(r::get).put(r::replace).patch(r::patch).delete(r::delete))
-        .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/status", get(r::get_status).put(r::replace_status))
+        .route(
+            "/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}",
+            get(r::get).put(r::replace).patch(r::patch).delete(r::delete),
+        )
+        .route(
+            "/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/status",
+            get(r::get_status).put(r::replace_status),
+        )
         .route("/apis/{group}/{version}/namespaces/{ns}/daemons/{name}/tunnel/{what}", get(tunnel))
         .fallback(|| async { ApiError::NotFound("the server could not find the requested resource".into()) })
         .layer(middleware::from_fn(authorize));
@@ -121,7 +127,13 @@ async fn bundle_spiffe(axum::extract::State(st): axum::extract::State<Arc<ApiSta
 /// stream the control plane opens on the daemon's own connection (works behind NAT).
 async fn tunnel(
     axum::extract::State(st): axum::extract::State<Arc<ApiState>>,
-    axum::extract::Path((group, _version, _ns, name, what)): axum::extract::Path<(String, String, String, String, String)>,
+    axum::extract::Path((group, _version, _ns, name, what)): axum::extract::Path<(
+        String,
+        String,
+        String,
+        String,
+        String,
+    )>,
 ) -> Result<Response, ApiError> {
     use riptides_wire::proto::messages::{TunnelRequest, TunnelResponse};
     if group != riptides_wire::resource::CORE_GROUP {
@@ -131,16 +143,22 @@ async fn tunnel(
         "health" => TunnelRequest::Health,
         "connections" => TunnelRequest::ConnectionTable,
         "config" => TunnelRequest::ConfigDump,
-        other => return Err(ApiError::NotFound(format!("unknown tunnel query {other:?}; use health, connections or config"))),
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "unknown tunnel query {other:?}; use health, connections or config"
+            )))
+        }
     };
-    let resp = crate::endpoint::tunnel_request(&st.sessions, &name, req)
-        .await
-        .map_err(ApiError::Unavailable)?;
+    let resp = crate::endpoint::tunnel_request(&st.sessions, &name, req).await.map_err(ApiError::Unavailable)?;
     let body = match resp {
-        TunnelResponse::Health(h) => serde_json::json!({"ready": h.ready, "details": h.details.into_iter().collect::<std::collections::BTreeMap<_, _>>()}),
-        TunnelResponse::ConnectionTable(rows) => serde_json::json!({"connections": rows.into_iter().map(|c| serde_json::json!({
+        TunnelResponse::Health(h) => {
+            serde_json::json!({"ready": h.ready, "details": h.details.into_iter().collect::<std::collections::BTreeMap<_, _>>()})
+        }
+        TunnelResponse::ConnectionTable(rows) => {
+            serde_json::json!({"connections": rows.into_iter().map(|c| serde_json::json!({
             "local": c.local, "remote": c.remote, "workloadID": c.workload_id, "peerID": c.peer_id,
-            "mode": c.mode, "state": c.state, "bytesIn": c.bytes_in, "bytesOut": c.bytes_out})).collect::<Vec<_>>()}),
+            "mode": c.mode, "state": c.state, "bytesIn": c.bytes_in, "bytesOut": c.bytes_out})).collect::<Vec<_>>()})
+        }
         TunnelResponse::ConfigDump(text) => serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
         TunnelResponse::Error(e) => return Err(ApiError::Unavailable(format!("daemon {name} answered: {e}"))),
     };

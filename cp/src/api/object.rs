@@ -100,8 +100,12 @@ pub fn table(objects: &[Value], resource_version: Option<u64>, with_namespace: b
     if with_namespace {
         columns.push(json!({"name": "Namespace", "type": "string", "format": "", "description": "", "priority": 0}));
     }
-    columns.push(json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}));
-    columns.push(json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}));
+    columns.push(
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
+    );
+    columns.push(
+        json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}),
+    );
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {

@@ -39,8 +39,9 @@ impl ListParams {
 }
 
 pub(super) fn resolve(group: &str, version: &str, plural: &str) -> Result<&'static ResourceType, ApiError> {
-    resource::by_path(group, version, plural)
-        .ok_or_else(|| ApiError::NotFound(format!("the server could not find the requested resource ({plural}.{group}/{version})")))
+    resource::by_path(group, version, plural).ok_or_else(|| {
+        ApiError::NotFound(format!("the server could not find the requested resource ({plural}.{group}/{version})"))
+    })
 }
 
 fn what(rt: &ResourceType, name: &str) -> String {
@@ -58,7 +59,8 @@ async fn read_json(st: &ApiState, headers: &HeaderMap, body: Body, accepted: &[&
     let bytes: Bytes = axum::body::to_bytes(body, st.max_request_body)
         .await
         .map_err(|_| ApiError::TooLarge(format!("the request body is larger than {} bytes", st.max_request_body)))?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
     if !value.is_object() {
         return Err(ApiError::BadRequest("the request body must be a JSON object".into()));
     }
@@ -193,10 +195,12 @@ pub(super) async fn list_objects(
     labels: &LabelSelector,
     fields: &FieldSelector,
 ) -> Result<(Vec<Value>, u64), ApiError> {
-    let (stored, revision) = st.store.list(&rt.store_key(), ns).await.map_err(|e| ApiError::from_store(e, rt.plural))?;
+    let (stored, revision) =
+        st.store.list(&rt.store_key(), ns).await.map_err(|e| ApiError::from_store(e, rt.plural))?;
     let mut objects = Vec::with_capacity(stored.len());
     for s in &stored {
-        let v = from_stored(s, s.mod_revision).map_err(|e| ApiError::Internal(format!("stored object {} is corrupt: {e}", s.key)))?;
+        let v = from_stored(s, s.mod_revision)
+            .map_err(|e| ApiError::Internal(format!("stored object {} is corrupt: {e}", s.key)))?;
         if labels.matches(&v) && fields.matches(&v) {
             objects.push(v);
         }
@@ -215,11 +219,14 @@ async fn write_update(
     expect: u64,
     status_only: bool,
 ) -> Result<Value, ApiError> {
-    let cur: Value = serde_json::from_slice(&current.value).map_err(|e| ApiError::Internal(format!("stored object {key} is corrupt: {e}")))?;
+    let cur: Value = serde_json::from_slice(&current.value)
+        .map_err(|e| ApiError::Internal(format!("stored object {key} is corrupt: {e}")))?;
     let name = key.name.clone();
     if let Some(body_name) = meta_str(&obj, "name") {
         if !body_name.is_empty() && body_name != name {
-            return Err(ApiError::BadRequest(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
         }
     }
     if status_only {
@@ -255,12 +262,19 @@ async fn write_update(
     }
     let obj = validate(st, rt, &key.namespace, obj)?;
     if expect != current.mod_revision {
-        return Err(ApiError::from_store(StoreError::Conflict { key: key.clone(), current: current.mod_revision }, &what(rt, &name)));
+        return Err(ApiError::from_store(
+            StoreError::Conflict { key: key.clone(), current: current.mod_revision },
+            &what(rt, &name),
+        ));
     }
     if obj == cur {
         return from_stored(current, current.mod_revision).map_err(|e| ApiError::Internal(e.to_string()));
     }
-    let stored = st.store.update(key, to_stored(obj), Some(expect)).await.map_err(|e| ApiError::from_store(e, &what(rt, &name)))?;
+    let stored = st
+        .store
+        .update(key, to_stored(obj), Some(expect))
+        .await
+        .map_err(|e| ApiError::from_store(e, &what(rt, &name)))?;
     tracing::info!(kind = rt.kind, ns = %key.namespace, %name, revision = stored.mod_revision, "updated");
     from_stored(&stored, stored.mod_revision).map_err(|e| ApiError::Internal(e.to_string()))
 }
@@ -344,7 +358,10 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     let rt = resolve(&group, &version, &plural)?;
     let ctype = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if ctype.starts_with("application/strategic-merge-patch+json") || ctype.starts_with("application/json-patch+json") || ctype.starts_with("application/apply-patch") {
+    if ctype.starts_with("application/strategic-merge-patch+json")
+        || ctype.starts_with("application/json-patch+json")
+        || ctype.starts_with("application/apply-patch")
+    {
         return Err(ApiError::UnsupportedMediaType(format!(
             "{ctype} is not supported for {}; use a JSON merge patch (application/merge-patch+json)",
             rt.plural
@@ -357,10 +374,14 @@ pub async fn patch(
         let cur = current(&st, rt, &key).await?;
         if let Some(rv) = precondition {
             if rv != cur.mod_revision {
-                return Err(ApiError::from_store(StoreError::Conflict { key: key.clone(), current: cur.mod_revision }, &what(rt, &name)));
+                return Err(ApiError::from_store(
+                    StoreError::Conflict { key: key.clone(), current: cur.mod_revision },
+                    &what(rt, &name),
+                ));
             }
         }
-        let mut obj: Value = serde_json::from_slice(&cur.value).map_err(|e| ApiError::Internal(format!("stored object {key} is corrupt: {e}")))?;
+        let mut obj: Value = serde_json::from_slice(&cur.value)
+            .map_err(|e| ApiError::Internal(format!("stored object {key} is corrupt: {e}")))?;
         object::merge_patch(&mut obj, &patch);
         match write_update(&st, rt, &key, &cur, obj, cur.mod_revision, false).await {
             Err(ApiError::Conflict(_)) if precondition.is_none() => continue,
@@ -379,11 +400,14 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let rt = resolve(&group, &version, &plural)?;
     // DeleteOptions may carry a resourceVersion precondition.
-    let bytes = axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| ApiError::TooLarge("DeleteOptions too large".into()))?;
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map_err(|_| ApiError::TooLarge("DeleteOptions too large".into()))?;
     let expect = if bytes.is_empty() {
         None
     } else {
-        let opts: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?;
+        let opts: Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?;
         match opts.get("preconditions").and_then(|p| p.get("resourceVersion")).and_then(Value::as_str) {
             Some(rv) => Some(rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?),
             None => None,

@@ -22,7 +22,9 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             if part.contains(" in ") || part.contains(" notin ") || part.contains('(') {
-                return Err(ApiError::BadRequest(format!("unsupported label selector {part:?}: only =, ==, !=, key and !key are supported")));
+                return Err(ApiError::BadRequest(format!(
+                    "unsupported label selector {part:?}: only =, ==, !=, key and !key are supported"
+                )));
             }
             let req = if let Some((k, v)) = part.split_once("!=") {
                 Requirement::NotEquals(k.trim().into(), v.trim().into())

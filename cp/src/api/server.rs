@@ -73,7 +73,8 @@ impl ServingCert {
                 return Ok(c.config.clone());
             }
         }
-        let (svid, key) = self.ca.issue_with_new_key(&self.id, &self.dns_names, &self.ips, Some(SERVING_CERT_TTL), now)?;
+        let (svid, key) =
+            self.ca.issue_with_new_key(&self.id, &self.dns_names, &self.ips, Some(SERVING_CERT_TTL), now)?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(bundle.root_store()), provider.clone())
             .allow_unauthenticated()
@@ -87,7 +88,8 @@ impl ServingCert {
         let config = Arc::new(config);
         let lifetime = svid.not_after.duration_since(now).unwrap_or_default();
         tracing::info!(id = %self.id, not_after = %super::rfc3339(svid.not_after), "issued API serving certificate");
-        *cur = Some(Current { config: config.clone(), bundle_sequence: bundle.sequence(), renew_at: now + lifetime / 2 });
+        *cur =
+            Some(Current { config: config.clone(), bundle_sequence: bundle.sequence(), renew_at: now + lifetime / 2 });
         Ok(config)
     }
 }
@@ -160,7 +162,8 @@ pub async fn serve(
         conns.spawn(
             async move {
                 let _permit = permit;
-                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(tcp)).await {
+                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(tcp)).await
+                {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         metrics.tls_handshake_failures.inc();

@@ -51,11 +51,8 @@ pub(super) async fn serve(
         .watch(Some(&rt.store_key()), ns.as_deref(), after)
         .await
         .map_err(|e| ApiError::from_store(e, rt.plural))?;
-    let limit = params
-        .timeout_seconds
-        .map(Duration::from_secs)
-        .unwrap_or(st.max_watch_duration)
-        .min(st.max_watch_duration);
+    let limit =
+        params.timeout_seconds.map(Duration::from_secs).unwrap_or(st.max_watch_duration).min(st.max_watch_duration);
     let bookmarks = params.allow_watch_bookmarks.unwrap_or(false);
     let (tx, rx) = mpsc::channel::<Bytes>(WATCH_BUFFER);
     let kind = rt.kind;

@@ -98,7 +98,11 @@ impl Authorizer {
             (asked, policy) => asked.or(policy),
         };
         let span = tracing::info_span!("sign_workload", %daemon, workload = %grant.id);
-        let result = self.pool.sign_with_dns_names(permit, csr_der, grant.id.clone(), grant.dns_names.clone(), ttl, now).instrument(span.clone()).await;
+        let result = self
+            .pool
+            .sign_with_dns_names(permit, csr_der, grant.id.clone(), grant.dns_names.clone(), ttl, now)
+            .instrument(span.clone())
+            .await;
         let _enter = span.enter();
         match &result {
             Ok(svid) => tracing::info!(
@@ -164,7 +168,13 @@ impl Authorizer {
                         .and_then(|s| s.x509.as_ref())
                         .and_then(|x| x.ttl.as_ref())
                         .map(|t| t.as_duration()),
-                    dns_names: wi.spec.svid.as_ref().and_then(|s| s.x509.as_ref()).map(|x| x.dns_names.clone()).unwrap_or_default(),
+                    dns_names: wi
+                        .spec
+                        .svid
+                        .as_ref()
+                        .and_then(|s| s.x509.as_ref())
+                        .map(|x| x.dns_names.clone())
+                        .unwrap_or_default(),
                     granted_by: format!("{}/{}", obj.key.namespace, obj.key.name),
                 });
             }

@@ -86,12 +86,7 @@ impl TrustBundle {
                 Ok(Root { der, x, y })
             })
             .collect::<Result<Vec<_>, BundleError>>()?;
-        Ok(TrustBundle {
-            trust_domain,
-            roots,
-            sequence,
-            refresh_hint,
-        })
+        Ok(TrustBundle { trust_domain, roots, sequence, refresh_hint })
     }
 
     /// For the CA, which already knows the coordinates of its own roots.
@@ -101,16 +96,8 @@ impl TrustBundle {
         sequence: u64,
         refresh_hint: Duration,
     ) -> Self {
-        let roots = roots
-            .into_iter()
-            .map(|(der, x, y)| Root { der, x, y })
-            .collect();
-        TrustBundle {
-            trust_domain,
-            roots,
-            sequence,
-            refresh_hint,
-        }
+        let roots = roots.into_iter().map(|(der, x, y)| Root { der, x, y }).collect();
+        TrustBundle { trust_domain, roots, sequence, refresh_hint }
     }
 
     pub fn trust_domain(&self) -> &TrustDomain {
@@ -153,10 +140,7 @@ impl TrustBundle {
 
     /// Concatenated PEM certificates (what `ca.crt` files and kubeconfigs carry).
     pub fn to_pem(&self) -> String {
-        self.roots
-            .iter()
-            .map(|r| util::pem_encode("CERTIFICATE", &r.der))
-            .collect()
+        self.roots.iter().map(|r| util::pem_encode("CERTIFICATE", &r.der)).collect()
     }
 
     /// The SPIFFE bundle document (JWKS with `use: "x509-svid"` keys).
@@ -184,27 +168,18 @@ impl TrustBundle {
     /// Reads a SPIFFE bundle document (the daemon's side of [`Self::to_spiffe_bundle_json`]).
     /// Keys whose `use` is not `x509-svid` (JWT keys) are skipped; each X.509 key must carry
     /// exactly one certificate in `x5c`, whose key must match the JWK coordinates.
-    pub fn from_spiffe_bundle_json(
-        trust_domain: TrustDomain,
-        json: &str,
-    ) -> Result<Self, BundleError> {
-        let doc: BundleDoc =
-            serde_json::from_str(json).map_err(|e| BundleError::Json(e.to_string()))?;
+    pub fn from_spiffe_bundle_json(trust_domain: TrustDomain, json: &str) -> Result<Self, BundleError> {
+        let doc: BundleDoc = serde_json::from_str(json).map_err(|e| BundleError::Json(e.to_string()))?;
         let mut roots = Vec::new();
         for (index, key) in doc.keys.iter().enumerate() {
             if key.use_ != "x509-svid" {
                 continue;
             }
-            let bad = |reason: &str| BundleError::BadKey {
-                index,
-                reason: reason.into(),
-            };
+            let bad = |reason: &str| BundleError::BadKey { index, reason: reason.into() };
             let [cert] = key.x5c.as_slice() else {
                 return Err(bad("x509-svid key must have exactly one x5c certificate"));
             };
-            let der = STANDARD
-                .decode(cert)
-                .map_err(|_| bad("x5c is not base64"))?;
+            let der = STANDARD.decode(cert).map_err(|_| bad("x5c is not base64"))?;
             let der = CertificateDer::from(der);
             let (x, y) = p256_coordinates(&der, index)?;
             let jx = key.x.as_deref().map(|s| URL_SAFE_NO_PAD.decode(s));
@@ -224,18 +199,10 @@ impl TrustBundle {
 }
 
 fn p256_coordinates(der: &[u8], index: usize) -> Result<(Vec<u8>, Vec<u8>), BundleError> {
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).map_err(|e| {
-        BundleError::BadCertificate {
-            index,
-            reason: e.to_string(),
-        }
-    })?;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+        .map_err(|e| BundleError::BadCertificate { index, reason: e.to_string() })?;
     let spki = &cert.tbs_certificate.subject_pki;
-    let curve = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .and_then(|p| p.as_oid().ok());
+    let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok());
     let point: &[u8] = &spki.subject_public_key.data;
     if spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY
         || curve != Some(OID_EC_P256)

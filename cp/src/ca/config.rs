@@ -64,10 +64,7 @@ fn default_trust_domain() -> TrustDomain {
 impl CaConfig {
     /// The defaults with a given trust domain, the usual way to build a config.
     pub fn new(trust_domain: TrustDomain) -> Self {
-        CaConfig {
-            trust_domain,
-            ..CaConfig::default()
-        }
+        CaConfig { trust_domain, ..CaConfig::default() }
     }
 
     /// Checks that the knobs are consistent, so that mistakes surface when the CA opens
@@ -75,14 +72,10 @@ impl CaConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let secs = |d: Duration| d.as_secs();
         if secs(self.ca_lifetime) == 0 {
-            return Err(ConfigError::Invalid(
-                "ca_lifetime must be at least 1 s".into(),
-            ));
+            return Err(ConfigError::Invalid("ca_lifetime must be at least 1 s".into()));
         }
         if secs(self.default_svid_ttl) == 0 || secs(self.max_svid_ttl) == 0 {
-            return Err(ConfigError::Invalid(
-                "SVID TTLs must be at least 1 s".into(),
-            ));
+            return Err(ConfigError::Invalid("SVID TTLs must be at least 1 s".into()));
         }
         if self.default_svid_ttl > self.max_svid_ttl {
             return Err(ConfigError::Invalid(format!(
@@ -114,9 +107,7 @@ impl CaConfig {
             )));
         }
         if self.refresh_hint.as_secs() == 0 {
-            return Err(ConfigError::Invalid(
-                "refresh_hint must be at least 1 s".into(),
-            ));
+            return Err(ConfigError::Invalid("refresh_hint must be at least 1 s".into()));
         }
         Ok(())
     }

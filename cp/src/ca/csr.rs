@@ -17,8 +17,7 @@ use x509_parser::cri_attributes::ParsedCriAttribute;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::{
     Oid, OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ECDSA_WITH_SHA256,
-    OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ED25519, OID_X509_EXT_BASIC_CONSTRAINTS,
-    OID_X509_EXT_SUBJECT_ALT_NAME,
+    OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ED25519, OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_EXT_SUBJECT_ALT_NAME,
 };
 use x509_parser::prelude::FromDer;
 
@@ -58,10 +57,7 @@ impl CheckedCsr {
             CsrKeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
             CsrKeyType::Ed25519 => &rcgen::PKCS_ED25519,
         };
-        CsrPublicKey {
-            bits: self.key_bits.clone(),
-            alg,
-        }
+        CsrPublicKey { bits: self.key_bits.clone(), alg }
     }
 }
 
@@ -78,21 +74,14 @@ pub(crate) struct CheckedCsr {
 /// Parses and checks a DER CSR: well-formed, supported key, valid self-signature, no CA
 /// request, at most one URI SAN and that one a valid SPIFFE ID.
 pub(crate) fn check_csr(der: &[u8]) -> Result<CheckedCsr, CsrError> {
-    let (rest, csr) =
-        X509CertificationRequest::from_der(der).map_err(|e| CsrError::Malformed(e.to_string()))?;
+    let (rest, csr) = X509CertificationRequest::from_der(der).map_err(|e| CsrError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(CsrError::Malformed(format!(
-            "{} trailing bytes after the CSR",
-            rest.len()
-        )));
+        return Err(CsrError::Malformed(format!("{} trailing bytes after the CSR", rest.len())));
     }
     let info = &csr.certification_request_info;
     let spki = &info.subject_pki;
 
-    let key_type = key_type(
-        &spki.algorithm.algorithm,
-        spki.algorithm.parameters.as_ref(),
-    )?;
+    let key_type = key_type(&spki.algorithm.algorithm, spki.algorithm.parameters.as_ref())?;
     let sig_oid = &csr.signature_algorithm.algorithm;
     let alg = verification_alg(key_type, sig_oid)?;
     UnparsedPublicKey::new(alg, &spki.subject_public_key.data)
@@ -133,26 +122,16 @@ pub(crate) fn check_csr(der: &[u8]) -> Result<CheckedCsr, CsrError> {
 
     let uri_san = match uris.as_slice() {
         [] => None,
-        [one] => Some(
-            SpiffeId::parse(one).map_err(|source| CsrError::InvalidSpiffeId {
-                uri: (*one).to_owned(),
-                source,
-            })?,
-        ),
+        [one] => {
+            Some(SpiffeId::parse(one).map_err(|source| CsrError::InvalidSpiffeId { uri: (*one).to_owned(), source })?)
+        }
         many => return Err(CsrError::MultipleUriSans(many.len())),
     };
 
-    Ok(CheckedCsr {
-        key_bits: spki.subject_public_key.data.to_vec(),
-        key_type,
-        uri_san,
-    })
+    Ok(CheckedCsr { key_bits: spki.subject_public_key.data.to_vec(), key_type, uri_san })
 }
 
-fn key_type(
-    alg: &Oid<'_>,
-    params: Option<&x509_parser::asn1_rs::Any<'_>>,
-) -> Result<CsrKeyType, CsrError> {
+fn key_type(alg: &Oid<'_>, params: Option<&x509_parser::asn1_rs::Any<'_>>) -> Result<CsrKeyType, CsrError> {
     if *alg == OID_SIG_ED25519 {
         return Ok(CsrKeyType::Ed25519);
     }
@@ -162,31 +141,18 @@ fn key_type(
             Some(c) if c == OID_EC_P256 => Ok(CsrKeyType::EcdsaP256),
             Some(c) if c == OID_NIST_EC_P384 => Ok(CsrKeyType::EcdsaP384),
             Some(c) => Err(CsrError::UnsupportedKey(format!("EC curve {c}"))),
-            None => Err(CsrError::UnsupportedKey(
-                "EC key without a named curve".into(),
-            )),
+            None => Err(CsrError::UnsupportedKey("EC key without a named curve".into())),
         };
     }
     Err(CsrError::UnsupportedKey(format!("algorithm {alg}")))
 }
 
-fn verification_alg(
-    key: CsrKeyType,
-    sig: &Oid<'_>,
-) -> Result<&'static dyn VerificationAlgorithm, CsrError> {
+fn verification_alg(key: CsrKeyType, sig: &Oid<'_>) -> Result<&'static dyn VerificationAlgorithm, CsrError> {
     let alg: Option<&'static dyn VerificationAlgorithm> = match key {
-        CsrKeyType::EcdsaP256 if *sig == OID_SIG_ECDSA_WITH_SHA256 => {
-            Some(&signature::ECDSA_P256_SHA256_ASN1)
-        }
-        CsrKeyType::EcdsaP256 if *sig == OID_SIG_ECDSA_WITH_SHA384 => {
-            Some(&signature::ECDSA_P256_SHA384_ASN1)
-        }
-        CsrKeyType::EcdsaP384 if *sig == OID_SIG_ECDSA_WITH_SHA384 => {
-            Some(&signature::ECDSA_P384_SHA384_ASN1)
-        }
-        CsrKeyType::EcdsaP384 if *sig == OID_SIG_ECDSA_WITH_SHA256 => {
-            Some(&signature::ECDSA_P384_SHA256_ASN1)
-        }
+        CsrKeyType::EcdsaP256 if *sig == OID_SIG_ECDSA_WITH_SHA256 => Some(&signature::ECDSA_P256_SHA256_ASN1),
+        CsrKeyType::EcdsaP256 if *sig == OID_SIG_ECDSA_WITH_SHA384 => Some(&signature::ECDSA_P256_SHA384_ASN1),
+        CsrKeyType::EcdsaP384 if *sig == OID_SIG_ECDSA_WITH_SHA384 => Some(&signature::ECDSA_P384_SHA384_ASN1),
+        CsrKeyType::EcdsaP384 if *sig == OID_SIG_ECDSA_WITH_SHA256 => Some(&signature::ECDSA_P384_SHA256_ASN1),
         CsrKeyType::Ed25519 if *sig == OID_SIG_ED25519 => Some(&signature::ED25519),
         _ => None,
     };

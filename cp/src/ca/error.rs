@@ -17,25 +17,16 @@ pub enum ConfigError {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("CA store I/O on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("CA manifest {path} is not valid: {source}")]
-    Manifest {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Manifest { path: PathBuf, source: serde_json::Error },
     #[error("CA store {path} is inconsistent: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 }
 
 impl StoreError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StoreError::Io {
-            path: path.into(),
-            source,
-        }
+        StoreError::Io { path: path.into(), source }
     }
 }
 
@@ -49,10 +40,7 @@ pub enum CaError {
     #[error("the CA directory belongs to trust domain {stored:?}, but the configuration names {configured:?}")]
     TrustDomainMismatch { stored: String, configured: String },
     #[error("generating CA generation {generation}: {source}")]
-    Generate {
-        generation: u64,
-        source: rcgen::Error,
-    },
+    Generate { generation: u64, source: rcgen::Error },
     #[error("a CA generation ({generation}) is already prepared")]
     AlreadyPrepared { generation: u64 },
     #[error("no CA generation is prepared")]
@@ -61,11 +49,7 @@ pub enum CaError {
         "CA generation {generation} has been published for {published_for:?}, less than the required {required:?}; \
          activating it now could hand out certificates that daemons do not trust yet (use force to override)"
     )]
-    NotPublishedLongEnough {
-        generation: u64,
-        published_for: Duration,
-        required: Duration,
-    },
+    NotPublishedLongEnough { generation: u64, published_for: Duration, required: Duration },
     #[error("time {0:?} is before the Unix epoch or too far in the future")]
     BadTime(std::time::SystemTime),
 }
@@ -106,9 +90,7 @@ pub enum CsrError {
     BadPem(String),
     #[error("CSR signature does not verify with the CSR's own public key")]
     BadSignature,
-    #[error(
-        "CSR key type {0} is not supported (use ECDSA P-256; P-384 and Ed25519 are also accepted)"
-    )]
+    #[error("CSR key type {0} is not supported (use ECDSA P-256; P-384 and Ed25519 are also accepted)")]
     UnsupportedKey(String),
     #[error("CSR signature algorithm {algorithm} does not fit its {key} key")]
     UnsupportedSignatureAlgorithm { algorithm: String, key: String },

@@ -42,15 +42,10 @@ impl Ca {
         let checked = check_csr(csr_der)?;
         if let Some(csr_id) = &checked.uri_san {
             if csr_id != requested {
-                return Err(CsrError::IdMismatch {
-                    csr: csr_id.clone(),
-                    requested: requested.clone(),
-                });
+                return Err(CsrError::IdMismatch { csr: csr_id.clone(), requested: requested.clone() });
             }
         }
-        let ttl = ttl
-            .unwrap_or(self.config.default_svid_ttl)
-            .min(self.config.max_svid_ttl);
+        let ttl = ttl.unwrap_or(self.config.default_svid_ttl).min(self.config.max_svid_ttl);
         Ok(self.issue(requested, &checked.public_key(), dns_names, &[], ttl, now)?)
     }
 
@@ -63,9 +58,8 @@ impl Ca {
         now: SystemTime,
     ) -> Result<Svid, CsrError> {
         use rustls_pki_types::pem::PemObject;
-        let der =
-            rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
-                .map_err(|e| CsrError::BadPem(e.to_string()))?;
+        let der = rustls_pki_types::CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+            .map_err(|e| CsrError::BadPem(e.to_string()))?;
         self.sign_csr(der.as_ref(), requested, ttl, now)
     }
 
@@ -128,18 +122,12 @@ impl Ca {
         let state = read(&self.state);
         let generation = state.active().ok_or(IssueError::NoActiveCa)?;
         if now_s < generation.not_before_unix {
-            return Err(IssueError::CaNotYetValid {
-                generation: generation.id,
-            });
+            return Err(IssueError::CaNotYetValid { generation: generation.id });
         }
-        let not_before = now_s
-            .saturating_sub(self.config.backdate.as_secs())
-            .max(generation.not_before_unix);
+        let not_before = now_s.saturating_sub(self.config.backdate.as_secs()).max(generation.not_before_unix);
         let not_after = util::add_secs(now_s, ttl).min(generation.not_after_unix);
         if not_after <= now_s {
-            return Err(IssueError::CaExpired {
-                generation: generation.id,
-            });
+            return Err(IssueError::CaExpired { generation: generation.id });
         }
         let params = leaf_params(&LeafSpec {
             id,

@@ -113,28 +113,15 @@ impl Ca {
             Some(manifest) => Self::load(&store, &config, manifest)?,
             None => Self::create(&store, &config, now_s)?,
         };
-        Ok(Ca {
-            config,
-            store,
-            state: RwLock::new(state),
-            mutate: Mutex::new(()),
-        })
+        Ok(Ca { config, store, state: RwLock::new(state), mutate: Mutex::new(()) })
     }
 
     fn create(store: &Store, config: &CaConfig, now_s: u64) -> Result<State, CaError> {
         let mut manifest = Manifest::new(config.trust_domain.as_str());
         let id = manifest.next_generation;
-        let (generation, key_pem) = CaGeneration::generate(
-            id,
-            &config.trust_domain,
-            now_s,
-            config.backdate.as_secs(),
-            config.ca_lifetime,
-        )
-        .map_err(|source| CaError::Generate {
-            generation: id,
-            source,
-        })?;
+        let (generation, key_pem) =
+            CaGeneration::generate(id, &config.trust_domain, now_s, config.backdate.as_secs(), config.ca_lifetime)
+                .map_err(|source| CaError::Generate { generation: id, source })?;
         let (cert_file, key_file) = generation_file_names(id);
         store.write_secret(&key_file, key_pem.as_bytes())?;
         store.write_public(&cert_file, generation.cert_pem().as_bytes())?;
@@ -176,11 +163,10 @@ impl Ca {
         for rec in &manifest.generations {
             let cert = store.read(&rec.cert_file)?;
             let key = store.read(&rec.key_file)?;
-            let generation =
-                CaGeneration::load(rec.id, &cert, &key).map_err(|problem| StoreError::Corrupt {
-                    path: store.path(&rec.cert_file),
-                    reason: format!("generation {}: {problem}", rec.id),
-                })?;
+            let generation = CaGeneration::load(rec.id, &cert, &key).map_err(|problem| StoreError::Corrupt {
+                path: store.path(&rec.cert_file),
+                reason: format!("generation {}: {problem}", rec.id),
+            })?;
             gens.insert(rec.id, Arc::new(generation));
         }
         let active = manifest.active().map(|r| r.id);

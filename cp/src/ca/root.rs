@@ -3,8 +3,8 @@
 use std::fmt;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use riptides_wire::spiffe::TrustDomain;
 use rustls_pki_types::CertificateDer;
@@ -96,38 +96,28 @@ impl CaGeneration {
     /// belong together.
     pub fn load(id: u64, cert_pem: &[u8], key_pem: &[u8]) -> Result<CaGeneration, LoadProblem> {
         use rustls_pki_types::pem::PemObject;
-        let cert_der = CertificateDer::from_pem_slice(cert_pem)
-            .map_err(|e| LoadProblem::Pem(format!("certificate: {e}")))?;
-        let key_pem = std::str::from_utf8(key_pem)
-            .map_err(|_| LoadProblem::Pem("private key file is not UTF-8".into()))?;
+        let cert_der =
+            CertificateDer::from_pem_slice(cert_pem).map_err(|e| LoadProblem::Pem(format!("certificate: {e}")))?;
+        let key_pem =
+            std::str::from_utf8(key_pem).map_err(|_| LoadProblem::Pem("private key file is not UTF-8".into()))?;
         let key = KeyPair::from_pem(key_pem).map_err(LoadProblem::Key)?;
         Self::from_parts(id, cert_der, key)
     }
 
-    fn from_parts(
-        id: u64,
-        cert_der: CertificateDer<'static>,
-        key: KeyPair,
-    ) -> Result<CaGeneration, LoadProblem> {
+    fn from_parts(id: u64, cert_der: CertificateDer<'static>, key: KeyPair) -> Result<CaGeneration, LoadProblem> {
         let (rest, cert) = x509_parser::certificate::X509Certificate::from_der(&cert_der)
             .map_err(|e| LoadProblem::Cert(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(LoadProblem::Cert(
-                "trailing bytes after the certificate".into(),
-            ));
+            return Err(LoadProblem::Cert("trailing bytes after the certificate".into()));
         }
         let spki = &cert.tbs_certificate.subject_pki;
         let point: &[u8] = &spki.subject_public_key.data;
         if point != key.public_key_raw() {
-            return Err(LoadProblem::Cert(
-                "the private key does not match the certificate".into(),
-            ));
+            return Err(LoadProblem::Cert("the private key does not match the certificate".into()));
         }
         // Uncompressed P-256 point: 0x04 || X (32) || Y (32).
         if point.len() != 65 || point[0] != 0x04 {
-            return Err(LoadProblem::Cert(
-                "CA key is not an uncompressed P-256 point".into(),
-            ));
+            return Err(LoadProblem::Cert("CA key is not an uncompressed P-256 point".into()));
         }
         let not_before = cert.validity().not_before.timestamp();
         let not_after = cert.validity().not_after.timestamp();
@@ -136,8 +126,7 @@ impl CaGeneration {
         }
         let jwk_x = point[1..33].to_vec();
         let jwk_y = point[33..].to_vec();
-        let issuer = Issuer::from_ca_cert_der(&cert_der, key)
-            .map_err(|e| LoadProblem::Cert(e.to_string()))?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| LoadProblem::Cert(e.to_string()))?;
         Ok(CaGeneration {
             id,
             fingerprint: util::sha256_hex(&cert_der),

@@ -39,8 +39,7 @@ impl TickOutcome {
 /// When an old generation may leave the bundle.
 pub(crate) fn removable_after(rec: &GenerationRecord) -> u64 {
     let base = rec.prune_after_unix.unwrap_or(rec.not_after_unix);
-    base.max(rec.long_lived_until_unix.unwrap_or(0))
-        .min(rec.not_after_unix)
+    base.max(rec.long_lived_until_unix.unwrap_or(0)).min(rec.not_after_unix)
 }
 
 impl Ca {
@@ -80,17 +79,11 @@ impl Ca {
     pub fn tick(&self, now: SystemTime) -> Result<TickOutcome, CaError> {
         let now_s = util::unix_secs(now).ok_or(CaError::BadTime(now))?;
         let _g = lock(&self.mutate);
-        let mut out = TickOutcome {
-            pruned: self.prune_locked(now_s)?,
-            ..TickOutcome::default()
-        };
+        let mut out = TickOutcome { pruned: self.prune_locked(now_s)?, ..TickOutcome::default() };
 
         let (active, prepared) = {
             let state = read(&self.state);
-            (
-                state.manifest.active().cloned(),
-                state.manifest.prepared().cloned(),
-            )
+            (state.manifest.active().cloned(), state.manifest.prepared().cloned())
         };
         let Some(active) = active else {
             return Ok(out);
@@ -138,14 +131,10 @@ impl Ca {
             self.config.backdate.as_secs(),
             self.config.ca_lifetime,
         )
-        .map_err(|source| CaError::Generate {
-            generation: id,
-            source,
-        })?;
+        .map_err(|source| CaError::Generate { generation: id, source })?;
         let (cert_file, key_file) = generation_file_names(id);
         self.store.write_secret(&key_file, key_pem.as_bytes())?;
-        self.store
-            .write_public(&cert_file, generation.cert_pem().as_bytes())?;
+        self.store.write_public(&cert_file, generation.cert_pem().as_bytes())?;
         manifest.generations.push(GenerationRecord {
             id,
             state: GenerationState::Prepared,
@@ -176,10 +165,7 @@ impl Ca {
 
     fn activate_locked(&self, now_s: u64, force: bool) -> Result<u64, CaError> {
         let mut manifest = read(&self.state).manifest.clone();
-        let prepared = manifest
-            .prepared()
-            .cloned()
-            .ok_or(CaError::NothingPrepared)?;
+        let prepared = manifest.prepared().cloned().ok_or(CaError::NothingPrepared)?;
         let published_for = now_s.saturating_sub(prepared.created_unix);
         let required = self.config.publish_lead.as_secs();
         if published_for < required && !force {

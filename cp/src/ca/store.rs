@@ -82,15 +82,11 @@ impl Manifest {
     }
 
     pub fn active(&self) -> Option<&GenerationRecord> {
-        self.generations
-            .iter()
-            .find(|g| g.state == GenerationState::Active)
+        self.generations.iter().find(|g| g.state == GenerationState::Active)
     }
 
     pub fn prepared(&self) -> Option<&GenerationRecord> {
-        self.generations
-            .iter()
-            .find(|g| g.state == GenerationState::Prepared)
+        self.generations.iter().find(|g| g.state == GenerationState::Prepared)
     }
 
     pub fn get_mut(&mut self, id: u64) -> Option<&mut GenerationRecord> {
@@ -100,15 +96,9 @@ impl Manifest {
     /// Structural checks: exactly one active generation, at most one prepared, unique ids
     /// and file names that stay inside the directory.
     pub fn check(&self, path: &Path) -> Result<(), StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            path: path.to_owned(),
-            reason,
-        };
+        let corrupt = |reason: String| StoreError::Corrupt { path: path.to_owned(), reason };
         if self.version != MANIFEST_VERSION {
-            return Err(corrupt(format!(
-                "unsupported manifest version {}",
-                self.version
-            )));
+            return Err(corrupt(format!("unsupported manifest version {}", self.version)));
         }
         let count = |s| self.generations.iter().filter(|g| g.state == s).count();
         if count(GenerationState::Active) != 1 {
@@ -127,9 +117,7 @@ impl Manifest {
             return Err(corrupt("duplicate generation ids".into()));
         }
         if ids.last().is_some_and(|&max| max >= self.next_generation) {
-            return Err(corrupt(
-                "next_generation is not above every generation id".into(),
-            ));
+            return Err(corrupt("next_generation is not above every generation id".into()));
         }
         for g in &self.generations {
             for f in [&g.cert_file, &g.key_file] {
@@ -162,15 +150,9 @@ impl Store {
     /// Opens (creating with mode 0700 if needed) the CA directory.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         if !dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(DIR_MODE)
-                .create(dir)
-                .map_err(|e| StoreError::io(dir, e))?;
+            fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(|e| StoreError::io(dir, e))?;
         }
-        Ok(Store {
-            dir: dir.to_owned(),
-        })
+        Ok(Store { dir: dir.to_owned() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -190,21 +172,15 @@ impl Store {
             Err(e) => return Err(StoreError::io(path, e)),
         };
         let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|source| StoreError::Manifest {
-                path: path.clone(),
-                source,
-            })?;
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::Manifest { path: path.clone(), source })?;
         manifest.check(&path)?;
         Ok(Some(manifest))
     }
 
     pub fn write_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
         let path = self.path(MANIFEST_FILE);
-        let mut json =
-            serde_json::to_vec_pretty(manifest).map_err(|source| StoreError::Manifest {
-                path: path.clone(),
-                source,
-            })?;
+        let mut json = serde_json::to_vec_pretty(manifest)
+            .map_err(|source| StoreError::Manifest { path: path.clone(), source })?;
         json.push(b'\n');
         self.write_atomic(MANIFEST_FILE, &json, 0o644)
     }
@@ -249,9 +225,7 @@ impl Store {
             f.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
             drop(f);
             fs::rename(&tmp, &target).map_err(|e| StoreError::io(&target, e))?;
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| StoreError::io(&self.dir, e))
+            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(&self.dir, e))
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);

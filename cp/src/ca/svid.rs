@@ -6,8 +6,7 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use rcgen::{
-    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType,
-    SerialNumber,
+    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType, SerialNumber,
 };
 use riptides_wire::spiffe::SpiffeId;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -48,10 +47,7 @@ impl Svid {
 
     /// The presented chain as concatenated PEM (leaf first).
     pub fn chain_pem(&self) -> String {
-        self.chain
-            .iter()
-            .map(|c| util::pem_encode("CERTIFICATE", c))
-            .collect()
+        self.chain.iter().map(|c| util::pem_encode("CERTIFICATE", c)).collect()
     }
 }
 
@@ -84,9 +80,7 @@ impl PrivateKey {
 
 impl Clone for PrivateKey {
     fn clone(&self) -> Self {
-        PrivateKey {
-            pkcs8: self.pkcs8.clone(),
-        }
+        PrivateKey { pkcs8: self.pkcs8.clone() }
     }
 }
 
@@ -127,10 +121,7 @@ pub(crate) fn leaf_params(spec: &LeafSpec<'_>) -> Result<CertificateParams, Issu
     params.not_after = util::offset_time(spec.not_after_unix);
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
 
     let mut sans = Vec::with_capacity(1 + spec.dns_names.len() + spec.ips.len());
@@ -140,10 +131,7 @@ pub(crate) fn leaf_params(spec: &LeafSpec<'_>) -> Result<CertificateParams, Issu
         let ia5 = name
             .as_str()
             .try_into()
-            .map_err(|e: rcgen::Error| IssueError::BadDnsName {
-                name: name.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e: rcgen::Error| IssueError::BadDnsName { name: name.clone(), reason: e.to_string() })?;
         sans.push(SanType::DnsName(ia5));
     }
     sans.extend(spec.ips.iter().map(|ip| SanType::IpAddress(*ip)));
@@ -154,8 +142,5 @@ pub(crate) fn leaf_params(spec: &LeafSpec<'_>) -> Result<CertificateParams, Issu
 fn check_dns_name(name: &str) -> Result<(), IssueError> {
     rustls_pki_types::DnsName::try_from(name)
         .map(|_| ())
-        .map_err(|e| IssueError::BadDnsName {
-            name: name.to_owned(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| IssueError::BadDnsName { name: name.to_owned(), reason: e.to_string() })
 }

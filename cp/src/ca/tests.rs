@@ -24,34 +24,13 @@ fn default_config_is_valid_and_matches_the_documented_defaults() {
 fn inconsistent_configs_are_refused() {
     let base = CaConfig::default();
     let bad = [
-        CaConfig {
-            default_svid_ttl: base.max_svid_ttl * 2,
-            ..base.clone()
-        },
-        CaConfig {
-            max_svid_ttl: base.ca_lifetime,
-            ..base.clone()
-        },
-        CaConfig {
-            prepare_at: 1.0,
-            ..base.clone()
-        },
-        CaConfig {
-            prepare_at: f64::NAN,
-            ..base.clone()
-        },
-        CaConfig {
-            ca_lifetime: Duration::ZERO,
-            ..base.clone()
-        },
-        CaConfig {
-            publish_lead: base.ca_lifetime,
-            ..base.clone()
-        },
-        CaConfig {
-            refresh_hint: Duration::ZERO,
-            ..base.clone()
-        },
+        CaConfig { default_svid_ttl: base.max_svid_ttl * 2, ..base.clone() },
+        CaConfig { max_svid_ttl: base.ca_lifetime, ..base.clone() },
+        CaConfig { prepare_at: 1.0, ..base.clone() },
+        CaConfig { prepare_at: f64::NAN, ..base.clone() },
+        CaConfig { ca_lifetime: Duration::ZERO, ..base.clone() },
+        CaConfig { publish_lead: base.ca_lifetime, ..base.clone() },
+        CaConfig { refresh_hint: Duration::ZERO, ..base.clone() },
     ];
     for c in bad {
         assert!(c.validate().is_err(), "{c:?}");
@@ -79,18 +58,9 @@ fn pem_lines_are_64_columns() {
 
 #[test]
 fn times_outside_certificate_range_are_refused() {
-    assert_eq!(
-        util::unix_secs(std::time::UNIX_EPOCH - Duration::from_secs(1)),
-        None
-    );
-    assert_eq!(
-        util::unix_secs(std::time::UNIX_EPOCH + Duration::from_secs(300_000_000_000)),
-        None
-    );
-    assert_eq!(
-        util::add_secs(u64::MAX - 1, Duration::from_secs(10)),
-        253_402_300_799
-    );
+    assert_eq!(util::unix_secs(std::time::UNIX_EPOCH - Duration::from_secs(1)), None);
+    assert_eq!(util::unix_secs(std::time::UNIX_EPOCH + Duration::from_secs(300_000_000_000)), None);
+    assert_eq!(util::add_secs(u64::MAX - 1, Duration::from_secs(10)), 253_402_300_799);
 }
 
 fn record(id: u64, state: GenerationState) -> GenerationRecord {
@@ -129,9 +99,7 @@ fn manifest_structure_is_checked() {
     m.check(p).unwrap();
 
     let mut two_active = m.clone();
-    two_active
-        .generations
-        .push(record(2, GenerationState::Active));
+    two_active.generations.push(record(2, GenerationState::Active));
     two_active.next_generation = 3;
     assert!(two_active.check(p).is_err());
 

@@ -65,11 +65,7 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
 
 /// SHA-256 of a DER blob as lowercase hex: what logs show to identify a CA certificate.
 pub fn sha256_hex(der: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Lowercase hex of bytes (serial numbers).

@@ -4,9 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use riptides_wire::proto::messages::{
-    AttestResponse, ErrorCode, ProtoError, Request, Response, SvidMsg,
-};
+use riptides_wire::proto::messages::{AttestResponse, ErrorCode, ProtoError, Request, Response, SvidMsg};
 use riptides_wire::proto::{read_frame_timeout, write_frame, FrameError};
 use riptides_wire::transport::BiStream;
 use tokio::sync::mpsc;
@@ -50,13 +48,24 @@ fn svid_msg(svid: &Svid) -> SvidMsg {
 }
 
 /// Serves one stream opened by the peer.
-pub(super) async fn handle_stream(mut stream: BiStream, peer: Peer, source: String, ctx: Arc<EndpointContext>, cancel: CancellationToken) {
+pub(super) async fn handle_stream(
+    mut stream: BiStream,
+    peer: Peer,
+    source: String,
+    ctx: Arc<EndpointContext>,
+    cancel: CancellationToken,
+) {
     let req: Request = match read_frame_timeout(&mut stream.recv, &ctx.frames, REQUEST_TIMEOUT).await {
         Ok(r) => r,
         Err(FrameError::Io(_)) | Err(FrameError::Closed) => return,
         Err(e) => {
             tracing::debug!(%source, error = %e, "bad request frame");
-            let _ = write_frame(&mut stream.send, &Response::Error(ProtoError::new(ErrorCode::BadRequest, e.to_string())), &ctx.frames).await;
+            let _ = write_frame(
+                &mut stream.send,
+                &Response::Error(ProtoError::new(ErrorCode::BadRequest, e.to_string())),
+                &ctx.frames,
+            )
+            .await;
             return;
         }
     };
@@ -66,10 +75,20 @@ pub(super) async fn handle_stream(mut stream: BiStream, peer: Peer, source: Stri
         (_, Request::Ping) => Response::Pong,
         (Peer::Bootstrap, Request::Attest(a)) => {
             let mut host: BTreeMap<String, String> = a.host.labels.iter().cloned().collect();
-            for (k, v) in [("hostname", &a.host.hostname), ("os", &a.host.os), ("kernel", &a.host.kernel), ("arch", &a.host.arch), ("version", &a.host.daemon_version)] {
+            for (k, v) in [
+                ("hostname", &a.host.hostname),
+                ("os", &a.host.os),
+                ("kernel", &a.host.kernel),
+                ("arch", &a.host.arch),
+                ("version", &a.host.daemon_version),
+            ] {
                 host.insert(k.to_owned(), v.clone());
             }
-            match ctx.attestor.attest(&source, &AttestationProof::JoinToken(a.token.clone()), &a.csr_der, host, now).await {
+            match ctx
+                .attestor
+                .attest(&source, &AttestationProof::JoinToken(a.token.clone()), &a.csr_der, host, now)
+                .await
+            {
                 Ok(att) => Response::Attested(AttestResponse {
                     daemon_id: att.daemon_id,
                     spiffe_id: att.spiffe_id.to_string(),
@@ -83,10 +102,13 @@ pub(super) async fn handle_stream(mut stream: BiStream, peer: Peer, source: Stri
             ErrorCode::Unauthorized,
             format!("{kind} needs a daemon identity: this connection has no client certificate (attest first)"),
         )),
-        (Peer::Other(id), _) => Response::Error(ProtoError::new(ErrorCode::Unauthorized, format!("{id} is not a daemon identity"))),
-        (Peer::Daemon { .. }, Request::Attest(_)) => {
-            Response::Error(ProtoError::new(ErrorCode::BadRequest, "this daemon is already attested; renew its SVID instead"))
+        (Peer::Other(id), _) => {
+            Response::Error(ProtoError::new(ErrorCode::Unauthorized, format!("{id} is not a daemon identity")))
         }
+        (Peer::Daemon { .. }, Request::Attest(_)) => Response::Error(ProtoError::new(
+            ErrorCode::BadRequest,
+            "this daemon is already attested; renew its SVID instead",
+        )),
         (Peer::Daemon { id, spiffe_id }, Request::RenewDaemonSvid { csr_der }) => {
             match status::daemon_record(&ctx, id).await {
                 Ok(Some(_)) => match ctx.attestor_pool_sign(&csr_der, spiffe_id.clone(), now).await {
@@ -137,17 +159,28 @@ pub(super) async fn handle_stream(mut stream: BiStream, peer: Peer, source: Stri
     let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream.send).await;
 }
 
-async fn stream_policy(mut stream: BiStream, scope: DaemonScope, resume_from: Option<u64>, ctx: Arc<EndpointContext>, cancel: CancellationToken) {
+async fn stream_policy(
+    mut stream: BiStream,
+    scope: DaemonScope,
+    resume_from: Option<u64>,
+    ctx: Arc<EndpointContext>,
+    cancel: CancellationToken,
+) {
     let (tx, mut rx) = mpsc::channel(8);
     let stop = cancel.child_token();
     let producer = {
         let (compiler, scope, stop) = (ctx.policy.clone(), scope.clone(), stop.clone());
         tokio::spawn(async move {
             let r = compiler
-                .stream(&scope, resume_from, |u| {
-                    let tx = tx.clone();
-                    async move { tx.send(u).await.is_ok() }
-                }, stop)
+                .stream(
+                    &scope,
+                    resume_from,
+                    |u| {
+                        let tx = tx.clone();
+                        async move { tx.send(u).await.is_ok() }
+                    },
+                    stop,
+                )
                 .await;
             if let Err(e) = r {
                 tracing::debug!(daemon = %scope.id, error = %e, "policy stream ended");

@@ -53,7 +53,12 @@ pub struct EndpointContext {
 
 impl EndpointContext {
     /// Signs a CSR for a daemon's own identity in the bounded signing pool.
-    pub(crate) async fn attestor_pool_sign(&self, csr_der: &[u8], id: SpiffeId, now: SystemTime) -> Result<crate::ca::Svid, crate::attest::AttestError> {
+    pub(crate) async fn attestor_pool_sign(
+        &self,
+        csr_der: &[u8],
+        id: SpiffeId,
+        now: SystemTime,
+    ) -> Result<crate::ca::Svid, crate::attest::AttestError> {
         let pool = self.authorizer.pool();
         let permit = pool.acquire().await?;
         pool.sign(permit, csr_der, id, None, now).await
@@ -113,7 +118,9 @@ pub fn identify(conn: &dyn Connection, ca: &Ca) -> Peer {
     };
     match riptides_wire::tls::peer_spiffe_id(&certs) {
         Ok(id) if id.is_member_of(ca.trust_domain()) => match id.path().strip_prefix(DAEMON_PATH_PREFIX) {
-            Some(daemon) if !daemon.is_empty() && !daemon.contains('/') => Peer::Daemon { id: daemon.to_owned(), spiffe_id: id },
+            Some(daemon) if !daemon.is_empty() && !daemon.contains('/') => {
+                Peer::Daemon { id: daemon.to_owned(), spiffe_id: id }
+            }
             _ => Peer::Other(id),
         },
         Ok(id) => Peer::Other(id),
@@ -179,7 +186,9 @@ pub async fn bind(
 ) -> anyhow::Result<(QuicServer, TcpTlsServer)> {
     use anyhow::Context;
     let (server_config, _) = tls.config()?;
-    let quic = QuicServer::bind(quic_addr, server_config.clone(), cfg).await.with_context(|| format!("binding QUIC on {quic_addr}"))?;
+    let quic = QuicServer::bind(quic_addr, server_config.clone(), cfg)
+        .await
+        .with_context(|| format!("binding QUIC on {quic_addr}"))?;
     let tcp = TcpTlsServer::bind(tunnel_addr, server_config, cfg)
         .await
         .with_context(|| format!("binding the TCP tunnel on {tunnel_addr}"))?;

@@ -128,12 +128,17 @@ impl Actor for SessionActor {
     type State = SessionState;
     type Arguments = SessionArgs;
 
-    async fn pre_start(&self, myself: ActorRef<SessionMsg>, args: SessionArgs) -> Result<SessionState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
         let Peer::Daemon { id, spiffe_id } = &args.peer else {
             return Err("a session needs a daemon peer".into());
         };
         let cancel = CancellationToken::new();
-        let span = tracing::info_span!("session", daemon = %id, spiffe_id = %spiffe_id, remote = %args.conn.remote_addr());
+        let span =
+            tracing::info_span!("session", daemon = %id, spiffe_id = %spiffe_id, remote = %args.conn.remote_addr());
         let transport = transport_name(args.conn.as_ref());
         span.in_scope(|| tracing::info!(transport, "daemon connected"));
         status::connected(&args.ctx, id, transport, true).await;
@@ -154,7 +159,12 @@ impl Actor for SessionActor {
         Ok(SessionState { conn: args.conn, ctx: args.ctx, id: id.clone(), cancel })
     }
 
-    async fn handle(&self, _myself: ActorRef<SessionMsg>, msg: SessionMsg, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SessionMsg::Tunnel(req, reply) => {
                 // Run the exchange off the actor's loop: a slow daemon must not block others.
@@ -164,7 +174,9 @@ impl Actor for SessionActor {
                         let mut s = conn.open_bi().await.map_err(|e| format!("cannot open a tunnel stream: {e}"))?;
                         write_frame(&mut s.send, &req, &frames).await.map_err(|e| e.to_string())?;
                         let _ = tokio::io::AsyncWriteExt::shutdown(&mut s.send).await;
-                        read_frame_timeout::<TunnelResponse, _>(&mut s.recv, &frames, TUNNEL_TIMEOUT).await.map_err(|e| e.to_string())
+                        read_frame_timeout::<TunnelResponse, _>(&mut s.recv, &frames, TUNNEL_TIMEOUT)
+                            .await
+                            .map_err(|e| e.to_string())
                     }
                     .await;
                     let _ = reply.send(r);
@@ -174,7 +186,11 @@ impl Actor for SessionActor {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<SessionMsg>, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
         state.cancel.cancel();
         state.conn.close("session ended");
         status::connected(&state.ctx, &state.id, "", false).await;
@@ -186,7 +202,8 @@ impl Actor for SessionActor {
 /// Sends a tunnel request to the session of daemon `id`, if it is connected.
 pub async fn tunnel_request(sessions: &str, id: &str, req: TunnelRequest) -> Result<TunnelResponse, String> {
     let name = format!("{sessions}/{id}");
-    let actor: ActorRef<SessionMsg> = ractor::registry::where_is(name).map(ActorRef::from).ok_or_else(|| format!("daemon {id} is not connected"))?;
+    let actor: ActorRef<SessionMsg> =
+        ractor::registry::where_is(name).map(ActorRef::from).ok_or_else(|| format!("daemon {id} is not connected"))?;
     match ractor::call!(actor, |reply| SessionMsg::Tunnel(req, reply)) {
         Ok(r) => r,
         Err(e) => Err(format!("session of daemon {id} did not answer: {e}")),

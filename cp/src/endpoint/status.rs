@@ -22,16 +22,23 @@ pub(super) async fn daemon_record(ctx: &EndpointContext, id: &str) -> Result<Opt
     let Some(obj) = ctx.store.get(&key(ctx, id)).await? else {
         return Ok(None);
     };
-    serde_json::from_slice(&obj.value).map(Some).map_err(|e| AttestError::Internal(format!("stored Daemon {id} is corrupt: {e}")))
+    serde_json::from_slice(&obj.value)
+        .map(Some)
+        .map_err(|e| AttestError::Internal(format!("stored Daemon {id} is corrupt: {e}")))
 }
 
 /// Applies `f` to the daemon's status (a JSON object) with compare-and-swap; a deleted daemon
 /// is left deleted.
-pub(super) async fn update_status(ctx: &EndpointContext, id: &str, f: impl Fn(&mut serde_json::Map<String, Value>) + Send + Sync) -> Result<(), AttestError> {
+pub(super) async fn update_status(
+    ctx: &EndpointContext,
+    id: &str,
+    f: impl Fn(&mut serde_json::Map<String, Value>) + Send + Sync,
+) -> Result<(), AttestError> {
     ctx.store
         .update_with(&key(ctx, id), |cur| {
             let Some(cur) = cur else { return Ok(None) };
-            let mut v: Value = serde_json::from_slice(&cur.value).map_err(|e| crate::store::StoreError::Backend(format!("corrupt Daemon: {e}")))?;
+            let mut v: Value = serde_json::from_slice(&cur.value)
+                .map_err(|e| crate::store::StoreError::Backend(format!("corrupt Daemon: {e}")))?;
             let before = v.get("status").cloned();
             if !v.get("status").is_some_and(Value::is_object) {
                 v["status"] = Value::Object(Default::default());

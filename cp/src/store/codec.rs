@@ -30,16 +30,10 @@ pub(crate) fn encode_key(key: &ObjectKey) -> Vec<u8> {
 pub(crate) fn decode_key(bytes: &[u8]) -> Result<ObjectKey, StoreError> {
     let mut parts = bytes.splitn(3, |b| *b == SEP);
     let mut next = |what: &str| -> Result<String, StoreError> {
-        let part = parts
-            .next()
-            .ok_or_else(|| corrupt(&format!("key without {what}")))?;
+        let part = parts.next().ok_or_else(|| corrupt(&format!("key without {what}")))?;
         String::from_utf8(part.to_vec()).map_err(|_| corrupt(&format!("non-UTF-8 {what}")))
     };
-    Ok(ObjectKey {
-        resource: next("resource")?,
-        namespace: next("namespace")?,
-        name: next("name")?,
-    })
+    Ok(ObjectKey { resource: next("resource")?, namespace: next("namespace")?, name: next("name")? })
 }
 
 /// The half-open byte range `[start, end)` holding every key of `resource` (and `namespace`).
@@ -73,26 +67,15 @@ pub(crate) fn decode_object(key: ObjectKey, bytes: &[u8]) -> Result<StoredObject
     r.version()?;
     let create_revision = r.u64()?;
     let mod_revision = r.u64()?;
-    Ok(StoredObject {
-        key,
-        value: r.rest().to_vec(),
-        create_revision,
-        mod_revision,
-    })
+    Ok(StoredObject { key, value: r.rest().to_vec(), create_revision, mod_revision })
 }
 
 /// Event record (the revision is the table key): version, kind, create_revision, mod_revision,
 /// key length (u32), key, value.
 pub(crate) fn encode_event(event: &WatchEvent) -> Vec<u8> {
     let (kind, object) = match event {
-        WatchEvent::Put {
-            object,
-            created: true,
-        } => (EV_CREATED, object),
-        WatchEvent::Put {
-            object,
-            created: false,
-        } => (EV_UPDATED, object),
+        WatchEvent::Put { object, created: true } => (EV_CREATED, object),
+        WatchEvent::Put { object, created: false } => (EV_UPDATED, object),
         WatchEvent::Deleted { object, .. } => (EV_DELETED, object),
     };
     let key = encode_key(&object.key);
@@ -116,17 +99,9 @@ pub(crate) fn decode_event(revision: Revision, bytes: &[u8]) -> Result<WatchEven
     let mod_revision = r.u64()?;
     let key_len = r.u32()? as usize;
     let key = decode_key(r.take(key_len)?)?;
-    let object = StoredObject {
-        key,
-        value: r.rest().to_vec(),
-        create_revision,
-        mod_revision,
-    };
+    let object = StoredObject { key, value: r.rest().to_vec(), create_revision, mod_revision };
     match kind {
-        EV_CREATED | EV_UPDATED => Ok(WatchEvent::Put {
-            object,
-            created: kind == EV_CREATED,
-        }),
+        EV_CREATED | EV_UPDATED => Ok(WatchEvent::Put { object, created: kind == EV_CREATED }),
         EV_DELETED => Ok(WatchEvent::Deleted { object, revision }),
         other => Err(corrupt(&format!("unknown event kind {other}"))),
     }
@@ -233,18 +208,9 @@ mod tests {
         assert_eq!(decode_object(o.key.clone(), &rec).unwrap(), o);
 
         for ev in [
-            WatchEvent::Put {
-                object: o.clone(),
-                created: true,
-            },
-            WatchEvent::Put {
-                object: o.clone(),
-                created: false,
-            },
-            WatchEvent::Deleted {
-                object: o.clone(),
-                revision: 9,
-            },
+            WatchEvent::Put { object: o.clone(), created: true },
+            WatchEvent::Put { object: o.clone(), created: false },
+            WatchEvent::Deleted { object: o.clone(), revision: 9 },
         ] {
             let rec = encode_event(&ev);
             assert_eq!(decode_event(ev.revision(), &rec).unwrap(), ev);
@@ -258,10 +224,7 @@ mod tests {
             assert!(decode_object(ObjectKey::new("r", "", "n"), bad).is_err());
             assert!(decode_event(1, bad).is_err());
         }
-        let mut rec = encode_event(&WatchEvent::Put {
-            object: obj("", "a"),
-            created: true,
-        });
+        let mut rec = encode_event(&WatchEvent::Put { object: obj("", "a"), created: true });
         rec[1] = 42;
         assert!(decode_event(1, &rec).is_err());
         rec.truncate(20);

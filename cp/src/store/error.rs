@@ -30,10 +30,7 @@ pub enum StoreError {
 
     /// The requested watch start lies before the retained history; the caller must re-list.
     #[error("revision {requested} has been compacted (history starts after {compacted})")]
-    Gone {
-        requested: Revision,
-        compacted: Revision,
-    },
+    Gone { requested: Revision, compacted: Revision },
 
     /// The watcher consumed events too slowly and `missed` events were dropped from its buffer.
     /// The stream ends after this error; the caller must re-list and watch again.

@@ -46,16 +46,8 @@ pub struct ObjectKey {
 }
 
 impl ObjectKey {
-    pub fn new(
-        resource: impl Into<String>,
-        namespace: impl Into<String>,
-        name: impl Into<String>,
-    ) -> Self {
-        ObjectKey {
-            resource: resource.into(),
-            namespace: namespace.into(),
-            name: name.into(),
-        }
+    pub fn new(resource: impl Into<String>, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey { resource: resource.into(), namespace: namespace.into(), name: name.into() }
     }
 
     /// Checks the key can be stored unambiguously. Backends encode keys as
@@ -67,9 +59,7 @@ impl ObjectKey {
         validate_part("name", &self.name, false)?;
         let len = self.resource.len() + self.namespace.len() + self.name.len() + 2;
         if len > MAX_KEY_BYTES {
-            return Err(StoreError::InvalidKey {
-                reason: format!("key is {len} bytes, the limit is {MAX_KEY_BYTES}"),
-            });
+            return Err(StoreError::InvalidKey { reason: format!("key is {len} bytes, the limit is {MAX_KEY_BYTES}") });
         }
         Ok(())
     }
@@ -78,19 +68,13 @@ impl ObjectKey {
 /// Validates one key component (also used for list/watch filters).
 pub(crate) fn validate_part(what: &str, value: &str, may_be_empty: bool) -> Result<(), StoreError> {
     if !may_be_empty && value.is_empty() {
-        return Err(StoreError::InvalidKey {
-            reason: format!("{what} must not be empty"),
-        });
+        return Err(StoreError::InvalidKey { reason: format!("{what} must not be empty") });
     }
     if value.contains('\0') {
-        return Err(StoreError::InvalidKey {
-            reason: format!("{what} must not contain NUL"),
-        });
+        return Err(StoreError::InvalidKey { reason: format!("{what} must not contain NUL") });
     }
     if value.len() > MAX_KEY_BYTES {
-        return Err(StoreError::InvalidKey {
-            reason: format!("{what} is longer than {MAX_KEY_BYTES} bytes"),
-        });
+        return Err(StoreError::InvalidKey { reason: format!("{what} is longer than {MAX_KEY_BYTES} bytes") });
     }
     Ok(())
 }
@@ -125,10 +109,7 @@ pub enum WatchEvent {
     Put { object: StoredObject, created: bool },
     /// The object was deleted at `revision`; `object` is its last stored value (with the
     /// revisions it had before deletion).
-    Deleted {
-        object: StoredObject,
-        revision: Revision,
-    },
+    Deleted { object: StoredObject, revision: Revision },
 }
 
 impl WatchEvent {
@@ -160,11 +141,7 @@ pub trait Store: Send + Sync + 'static {
     /// Lists a resource (optionally one namespace) from one consistent snapshot, sorted by
     /// (namespace, name), together with the revision that snapshot reflects. Watching from that
     /// revision yields exactly the changes made after the list.
-    async fn list(
-        &self,
-        resource: &str,
-        namespace: Option<&str>,
-    ) -> Result<(Vec<StoredObject>, Revision), StoreError>;
+    async fn list(&self, resource: &str, namespace: Option<&str>) -> Result<(Vec<StoredObject>, Revision), StoreError>;
 
     /// Creates an object; fails with [`StoreError::AlreadyExists`] if the key is taken.
     async fn create(&self, key: &ObjectKey, value: Vec<u8>) -> Result<StoredObject, StoreError>;
@@ -182,11 +159,7 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes an object (optionally only if its `mod_revision` equals `expect`) and returns its
     /// last value with the revisions it had; the deletion's own revision is carried by the
     /// [`WatchEvent::Deleted`] event.
-    async fn delete(
-        &self,
-        key: &ObjectKey,
-        expect: Option<Revision>,
-    ) -> Result<StoredObject, StoreError>;
+    async fn delete(&self, key: &ObjectKey, expect: Option<Revision>) -> Result<StoredObject, StoreError>;
 
     /// Streams every change with revision `> after` that matches the filters, first from history
     /// and then live, without gaps or duplicates. `after = 0` replays all retained history.
@@ -223,11 +196,7 @@ pub trait StoreExt: Store {
     /// not have side effects.
     ///
     /// Returns the object as stored afterwards (`None` if it is absent and `f` wrote nothing).
-    async fn update_with<F>(
-        &self,
-        key: &ObjectKey,
-        mut f: F,
-    ) -> Result<Option<StoredObject>, StoreError>
+    async fn update_with<F>(&self, key: &ObjectKey, mut f: F) -> Result<Option<StoredObject>, StoreError>
     where
         F: FnMut(Option<&StoredObject>) -> Result<Option<Vec<u8>>, StoreError> + Send,
     {
@@ -245,9 +214,7 @@ pub trait StoreExt: Store {
                 Ok(stored) => return Ok(Some(stored)),
                 // Someone else changed, created or deleted the object in between: re-read.
                 Err(
-                    e @ (StoreError::Conflict { .. }
-                    | StoreError::AlreadyExists { .. }
-                    | StoreError::NotFound { .. }),
+                    e @ (StoreError::Conflict { .. } | StoreError::AlreadyExists { .. } | StoreError::NotFound { .. }),
                 ) => {
                     tracing::debug!(%key, error = %e, "update_with lost a race, retrying");
                     last_err = Some(e);

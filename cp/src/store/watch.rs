@@ -35,10 +35,7 @@ impl WatchFilter {
         if let Some(ns) = namespace {
             validate_part("namespace", ns, true)?;
         }
-        Ok(WatchFilter {
-            resource: resource.map(str::to_owned),
-            namespace: namespace.map(str::to_owned),
-        })
+        Ok(WatchFilter { resource: resource.map(str::to_owned), namespace: namespace.map(str::to_owned) })
     }
 
     pub fn matches(&self, key: &ObjectKey) -> bool {
@@ -59,12 +56,8 @@ pub struct WatchStream {
 impl WatchStream {
     /// Wraps any backend's event stream; backends must uphold the ordering and
     /// end-after-error guarantees documented on the type.
-    pub fn new(
-        stream: impl Stream<Item = Result<WatchEvent, StoreError>> + Send + 'static,
-    ) -> Self {
-        WatchStream {
-            inner: Box::pin(stream),
-        }
+    pub fn new(stream: impl Stream<Item = Result<WatchEvent, StoreError>> + Send + 'static) -> Self {
+        WatchStream { inner: Box::pin(stream) }
     }
 
     /// The next event, `Some(Err(..))` once if the watch broke, or `None` when it ended.
@@ -103,11 +96,7 @@ pub(crate) struct HistoryChunk {
 pub(crate) trait History: Send + Sync + 'static {
     /// Reads matching events with revision `> after`. Fails with [`StoreError::Gone`] when that
     /// history has been compacted.
-    async fn read_after(
-        &self,
-        after: Revision,
-        filter: &WatchFilter,
-    ) -> Result<HistoryChunk, StoreError>;
+    async fn read_after(&self, after: Revision, filter: &WatchFilter) -> Result<HistoryChunk, StoreError>;
 }
 
 struct MergeState {

@@ -164,7 +164,9 @@ impl Fixture {
     }
 
     pub fn wait_identity(&self, host: &Host, id: &str) {
-        wait_until(&format!("SVID {id} on {}", host.name), Duration::from_secs(30), || has_identity(host, id).then_some(()));
+        wait_until(&format!("SVID {id} on {}", host.name), Duration::from_secs(30), || {
+            has_identity(host, id).then_some(())
+        });
     }
 
     /// An HTTP server on `host:port` serving a file with a unique marker; returns the marker.

@@ -136,13 +136,83 @@ macro_rules! resource_type {
 
 /// Every kind the control plane serves.
 pub static RESOURCE_TYPES: &[ResourceType] = &[
-    resource_type!(CORE_GROUP, "WorkloadIdentity", "workloadidentity", "workloadidentities", ["wi"], core::WorkloadIdentitySpec, Value, false, validate::workload_identity),
-    resource_type!(CORE_GROUP, "Service", "service", "services", ["svc"], core::ServiceSpec, Value, false, validate::service),
-    resource_type!(CORE_GROUP, "Daemon", "daemon", "daemons", ["dmn"], core::DaemonSpec, core::DaemonStatus, true, validate::daemon),
-    resource_type!(CORE_GROUP, "CredentialSource", "credentialsource", "credentialsources", ["cs"], core::CredentialSourceSpec, Value, false, validate::credential_source),
-    resource_type!(CORE_GROUP, "CredentialBinding", "credentialbinding", "credentialbindings", ["cb"], core::CredentialBindingSpec, Value, false, validate::credential_binding),
-    resource_type!(AUTH_GROUP, "Verifier", "verifier", "verifiers", ["vf"], auth::VerifierSpec, Value, false, validate::verifier),
-    resource_type!(AUTH_GROUP, "JoinToken", "jointoken", "jointokens", ["jt"], auth::JoinTokenSpec, auth::JoinTokenStatus, true, validate::join_token),
+    resource_type!(
+        CORE_GROUP,
+        "WorkloadIdentity",
+        "workloadidentity",
+        "workloadidentities",
+        ["wi"],
+        core::WorkloadIdentitySpec,
+        Value,
+        false,
+        validate::workload_identity
+    ),
+    resource_type!(
+        CORE_GROUP,
+        "Service",
+        "service",
+        "services",
+        ["svc"],
+        core::ServiceSpec,
+        Value,
+        false,
+        validate::service
+    ),
+    resource_type!(
+        CORE_GROUP,
+        "Daemon",
+        "daemon",
+        "daemons",
+        ["dmn"],
+        core::DaemonSpec,
+        core::DaemonStatus,
+        true,
+        validate::daemon
+    ),
+    resource_type!(
+        CORE_GROUP,
+        "CredentialSource",
+        "credentialsource",
+        "credentialsources",
+        ["cs"],
+        core::CredentialSourceSpec,
+        Value,
+        false,
+        validate::credential_source
+    ),
+    resource_type!(
+        CORE_GROUP,
+        "CredentialBinding",
+        "credentialbinding",
+        "credentialbindings",
+        ["cb"],
+        core::CredentialBindingSpec,
+        Value,
+        false,
+        validate::credential_binding
+    ),
+    resource_type!(
+        AUTH_GROUP,
+        "Verifier",
+        "verifier",
+        "verifiers",
+        ["vf"],
+        auth::VerifierSpec,
+        Value,
+        false,
+        validate::verifier
+    ),
+    resource_type!(
+        AUTH_GROUP,
+        "JoinToken",
+        "jointoken",
+        "jointokens",
+        ["jt"],
+        auth::JoinTokenSpec,
+        auth::JoinTokenStatus,
+        true,
+        validate::join_token
+    ),
 ];
 
 /// Finds a type by group and plural, as in a REST path.
@@ -161,7 +231,10 @@ pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceType> {
 }
 
 /// Validates `object` against its kind found from its own `apiVersion`/`kind`.
-pub fn validate_object(object: &Value, ctx: &ValidationContext) -> Result<(&'static ResourceType, Value), Vec<FieldError>> {
+pub fn validate_object(
+    object: &Value,
+    ctx: &ValidationContext,
+) -> Result<(&'static ResourceType, Value), Vec<FieldError>> {
     let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
     let rt = by_kind(api_version, kind)

@@ -35,7 +35,10 @@ fn bad_workload_identities_name_the_field() {
     expect_error(&bad_id, "spec.ingress[0].allowedSPIFFEIDs[1]", "must not end with a slash");
     let other_td = SEED_WORKLOAD.replace("spiffe://example.com/orders-service", "spiffe://evil.org/orders-service");
     expect_error(&other_td, "spec.egress[0].allowedSPIFFEIDs[0]", "not in trust domain");
-    let typo = SEED_WORKLOAD.replace("allowedSPIFFEIDs:\n        - \"spiffe://example.com/orders", "allowedSpiffeIds:\n        - \"spiffe://example.com/orders");
+    let typo = SEED_WORKLOAD.replace(
+        "allowedSPIFFEIDs:\n        - \"spiffe://example.com/orders",
+        "allowedSpiffeIds:\n        - \"spiffe://example.com/orders",
+    );
     expect_error(&typo, "spec.egress[0].allowedSpiffeIds", "unknown field `allowedSpiffeIds`");
     let mode = SEED_WORKLOAD.replace("mode: MUTUAL\n  egress", "mode: STRICT\n  egress");
     expect_error(&mode, "spec.connection.tls.mode", "unknown variant `STRICT`");
@@ -43,7 +46,8 @@ fn bad_workload_identities_name_the_field() {
     expect_error(&port, "spec.ingress[0].port", "not a port");
     let path = SEED_WORKLOAD.replace("workloadID: frontend", "workloadID: front/../end");
     expect_error(&path, "spec.workloadID", "not a valid SPIFFE path");
-    let scope = SEED_WORKLOAD.replace("daemonGroup:\n      id: web", "daemon:\n      id: a\n    daemonGroup:\n      id: web");
+    let scope =
+        SEED_WORKLOAD.replace("daemonGroup:\n      id: web", "daemon:\n      id: a\n    daemonGroup:\n      id: web");
     expect_error(&scope, "spec.scope", "exactly one");
     let name = SEED_WORKLOAD.replace("name: frontend", "name: Frontend_1");
     expect_error(&name, "metadata.name", "lowercase");

@@ -106,12 +106,18 @@ pub(super) fn workload_identity(s: &WorkloadIdentitySpec, ctx: &ValidationContex
         let at = format!("spec.ingress[{i}]");
         port(&format!("{at}.port"), rule.port, errors);
         if !ports.insert(rule.port) {
-            errors.push(FieldError::new(format!("{at}.port"), format!("port {} has more than one ingress rule", rule.port)));
+            errors.push(FieldError::new(
+                format!("{at}.port"),
+                format!("port {} has more than one ingress rule", rule.port),
+            ));
         }
         if let Some(c) = &rule.connection {
             connection(&format!("{at}.connection"), c, errors);
             if c.tls.as_ref().and_then(|t| t.intercept).unwrap_or(false) {
-                errors.push(FieldError::new(format!("{at}.connection.tls.intercept"), "intercept applies to egress rules only"));
+                errors.push(FieldError::new(
+                    format!("{at}.connection.tls.intercept"),
+                    "intercept applies to egress rules only",
+                ));
             }
         }
         spiffe_ids(&format!("{at}.allowedSPIFFEIDs"), &rule.allowed_spiffe_ids, ctx, errors);
@@ -201,7 +207,10 @@ pub(super) fn credential_binding(s: &CredentialBindingSpec, ctx: &ValidationCont
     }
     if let Some(f) = &s.injection.format {
         if !f.contains("{{credential}}") || f.chars().any(|c| c.is_control()) {
-            errors.push(FieldError::new("spec.injection.format", "must contain {{credential}} and no control characters"));
+            errors.push(FieldError::new(
+                "spec.injection.format",
+                "must contain {{credential}} and no control characters",
+            ));
         }
     }
 }
@@ -375,8 +384,13 @@ pub(crate) fn dns_label(s: &str) -> Result<(), String> {
         return Err(format!("{s:?} must be 1-63 characters"));
     }
     let b = s.as_bytes();
-    if !b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-') || b[0] == b'-' || b[b.len() - 1] == b'-' {
-        return Err(format!("{s:?} must consist of lowercase letters, digits and '-', and start and end with a letter or digit"));
+    if !b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        || b[0] == b'-'
+        || b[b.len() - 1] == b'-'
+    {
+        return Err(format!(
+            "{s:?} must consist of lowercase letters, digits and '-', and start and end with a letter or digit"
+        ));
     }
     Ok(())
 }

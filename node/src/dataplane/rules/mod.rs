@@ -316,7 +316,9 @@ impl Rules {
             for (a, port) in &svc.addresses {
                 match a {
                     address::AddressMatch::Ip(ip) => out.push((Endpoint::Exact(*ip), *port)),
-                    address::AddressMatch::Cidr { network, prefix } => out.push((Endpoint::Network(*network, *prefix), *port)),
+                    address::AddressMatch::Cidr { network, prefix } => {
+                        out.push((Endpoint::Network(*network, *prefix), *port))
+                    }
                     address::AddressMatch::Dns(_) => {}
                 }
             }
