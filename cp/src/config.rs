@@ -39,6 +39,9 @@ pub struct Config {
     pub ca_lifetime: Duration,
     pub default_svid_ttl: Duration,
     pub max_svid_ttl: Duration,
+    /// Lifetime of daemon SVIDs. Separate from workload SVIDs so that a daemon cut off for a
+    /// while still holds a valid identity to reconnect with when the partition heals.
+    pub daemon_svid_ttl: Duration,
     /// Attestation attempts allowed per source address and in total.
     pub attest_rate_limit: RateLimitConfig,
     /// Largest daemon-protocol frame accepted.
@@ -65,6 +68,7 @@ impl Config {
             ca_lifetime: Duration::from_secs(365 * 24 * 3600),
             default_svid_ttl: Duration::from_secs(3600),
             max_svid_ttl: Duration::from_secs(24 * 3600),
+            daemon_svid_ttl: Duration::from_secs(24 * 3600),
             attest_rate_limit: RateLimitConfig::default(),
             max_frame: riptides_wire::proto::DEFAULT_MAX_FRAME,
         }

@@ -109,13 +109,14 @@ impl ControlPlane {
                 pool.clone(),
                 AttestorConfig {
                     namespace: namespace.clone(),
-                    daemon_svid_ttl: None,
+                    daemon_svid_ttl: Some(config.daemon_svid_ttl),
                     rate_limit: config.attest_rate_limit.clone(),
                 },
             )),
             authorizer: Arc::new(Authorizer::new(store.clone(), pool, AuthorizerConfig::default())),
             policy: PolicyCompiler::new(store.clone(), ca.clone()),
             frames: riptides_wire::proto::FrameConfig::with_max_frame(config.max_frame),
+            daemon_svid_ttl: config.daemon_svid_ttl,
             namespace,
             sessions: sessions.clone(),
         });

@@ -42,9 +42,13 @@ struct Args {
     /// Extra DNS name or IP for the API serving certificate (repeatable).
     #[arg(long = "api-server-name")]
     api_server_names: Vec<String>,
-    /// Default X509-SVID lifetime, in seconds.
+    /// Default X509-SVID lifetime of workloads, in seconds.
     #[arg(long, default_value_t = 3600)]
     svid_ttl_secs: u64,
+    /// Lifetime of daemon SVIDs, in seconds (renewed at half life; long enough to ride out
+    /// partitions).
+    #[arg(long, default_value_t = 24 * 3600)]
+    daemon_svid_ttl_secs: u64,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +76,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.advertise_url = args.advertise_url;
     config.api_server_names = args.api_server_names;
     config.default_svid_ttl = Duration::from_secs(args.svid_ttl_secs);
+    config.daemon_svid_ttl = Duration::from_secs(args.daemon_svid_ttl_secs);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let cp = ControlPlane::start(config).await?;

@@ -119,6 +119,22 @@ impl Status {
         if self.policy_revision.is_none() {
             out.push("no policy applied yet".to_owned());
         }
+        // Every workload identity the policy gives this node needs a valid SVID: without one,
+        // its protected connections are refused (never sent in plaintext).
+        for item in &self.policy.items {
+            let riptides_wire::proto::messages::PolicyItem::WorkloadIdentity(json) = item else { continue };
+            let Some(path) = serde_json::from_str::<serde_json::Value>(json)
+                .ok()
+                .and_then(|v| v.pointer("/spec/workloadID").and_then(|p| p.as_str()).map(str::to_owned))
+            else {
+                continue;
+            };
+            let id = format!("spiffe://{}/{}", self.trust_domain, path.trim_start_matches('/'));
+            let valid = self.identities.iter().any(|i| i.kind == "workload" && i.spiffe_id == id && i.not_after_time() > now);
+            if !valid {
+                out.push(format!("no valid SVID for workload {id} (expired or not issued yet)"));
+            }
+        }
         if let Some(p) = &self.problem {
             out.push(p.message().to_owned());
         }

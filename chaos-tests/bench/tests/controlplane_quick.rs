@@ -48,10 +48,14 @@ fn quick_mode_prints_a_complete_table() {
         "reconnect storm, 200 daemons: resumed with snapshot / delta",
         "reconnect storm, 200 daemons: CP peak RSS",
     ] {
-        let row = rows.iter().find(|r| r[0].starts_with(figure)).unwrap_or_else(|| panic!("no row {figure:?} in\n{stdout}"));
+        let row =
+            rows.iter().find(|r| r[0].starts_with(figure)).unwrap_or_else(|| panic!("no row {figure:?} in\n{stdout}"));
         assert_eq!(row.len(), 4, "row {row:?} must have four cells");
         assert!(row.iter().all(|c| !c.is_empty()), "empty cell in {row:?}");
-        assert!(!row[1].contains("not measured") && !row[1].contains("INCOMPLETE"), "figure not measured: {row:?}\nstderr:\n{stderr}");
+        assert!(
+            !row[1].contains("not measured") && !row[1].contains("INCOMPLETE"),
+            "figure not measured: {row:?}\nstderr:\n{stderr}"
+        );
     }
     assert!(!stdout.contains("Errors:"), "the run reported errors:\n{stdout}\nstderr:\n{stderr}");
 }

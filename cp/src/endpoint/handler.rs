@@ -71,6 +71,17 @@ pub(super) async fn handle_stream(
     };
     let kind = req.kind();
     let now = SystemTime::now();
+    // The handshake checked the client certificate once; a connection may outlive it.
+    if let Peer::Daemon { id, not_after, .. } = &peer {
+        if now >= *not_after && !matches!(req, Request::Ping) {
+            let r = Response::Error(ProtoError::new(
+                ErrorCode::Unauthorized,
+                format!("the SVID of daemon {id} expired during this connection; reconnect with a valid one"),
+            ));
+            let _ = write_frame(&mut stream.send, &r, &ctx.frames).await;
+            return;
+        }
+    }
     let response = match (&peer, req) {
         (_, Request::Ping) => Response::Pong,
         (Peer::Bootstrap, Request::Attest(a)) => {
@@ -109,7 +120,7 @@ pub(super) async fn handle_stream(
             ErrorCode::BadRequest,
             "this daemon is already attested; renew its SVID instead",
         )),
-        (Peer::Daemon { id, spiffe_id }, Request::RenewDaemonSvid { csr_der }) => {
+        (Peer::Daemon { id, spiffe_id, .. }, Request::RenewDaemonSvid { csr_der }) => {
             match status::daemon_record(&ctx, id).await {
                 Ok(Some(_)) => match ctx.attestor_pool_sign(&csr_der, spiffe_id.clone(), now).await {
                     Ok(svid) => {

@@ -46,6 +46,7 @@ pub struct EndpointContext {
     pub authorizer: Arc<Authorizer>,
     pub policy: PolicyCompiler,
     pub frames: FrameConfig,
+    pub daemon_svid_ttl: Duration,
     pub namespace: String,
     /// Registered name of the supervisor that holds one session actor per daemon.
     pub sessions: String,
@@ -61,7 +62,7 @@ impl EndpointContext {
     ) -> Result<crate::ca::Svid, crate::attest::AttestError> {
         let pool = self.authorizer.pool();
         let permit = pool.acquire().await?;
-        pool.sign(permit, csr_der, id, None, now).await
+        pool.sign(permit, csr_der, id, Some(self.daemon_svid_ttl), now).await
     }
 }
 
@@ -106,8 +107,8 @@ impl LinkTls {
 pub enum Peer {
     /// No client certificate: may only attest.
     Bootstrap,
-    /// A daemon SVID: `spiffe://<td>/riptides/daemon/<id>`.
-    Daemon { id: String, spiffe_id: SpiffeId },
+    /// A daemon SVID: `spiffe://<td>/riptides/daemon/<id>`, valid until `not_after`.
+    Daemon { id: String, spiffe_id: SpiffeId, not_after: SystemTime },
     /// Some other identity of the trust domain: refused.
     Other(SpiffeId),
 }
@@ -119,7 +120,7 @@ pub fn identify(conn: &dyn Connection, ca: &Ca) -> Peer {
     match riptides_wire::tls::peer_spiffe_id(&certs) {
         Ok(id) if id.is_member_of(ca.trust_domain()) => match id.path().strip_prefix(DAEMON_PATH_PREFIX) {
             Some(daemon) if !daemon.is_empty() && !daemon.contains('/') => {
-                Peer::Daemon { id: daemon.to_owned(), spiffe_id: id }
+                Peer::Daemon { id: daemon.to_owned(), spiffe_id: id, not_after: leaf_not_after(&certs[0]) }
             }
             _ => Peer::Other(id),
         },
@@ -127,6 +128,15 @@ pub fn identify(conn: &dyn Connection, ca: &Ca) -> Peer {
         // The TLS layer verified the chain; an SVID without exactly one URI SAN is not ours.
         Err(_) => Peer::Bootstrap,
     }
+}
+
+/// NotAfter of a verified leaf (the handshake checked it; a long-lived connection may outlive it).
+fn leaf_not_after(der: &[u8]) -> SystemTime {
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .and_then(|(_, c)| u64::try_from(c.validity().not_after.timestamp()).ok())
+        .map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s))
+        .unwrap_or(std::time::UNIX_EPOCH)
 }
 
 /// Serves QUIC connections until cancelled. Swaps the server config when [`LinkTls`] renews.

@@ -133,7 +133,7 @@ impl Actor for SessionActor {
         myself: ActorRef<SessionMsg>,
         args: SessionArgs,
     ) -> Result<SessionState, ActorProcessingErr> {
-        let Peer::Daemon { id, spiffe_id } = &args.peer else {
+        let Peer::Daemon { id, spiffe_id, .. } = &args.peer else {
             return Err("a session needs a daemon peer".into());
         };
         let cancel = CancellationToken::new();

@@ -124,11 +124,8 @@ impl CpProcess {
                 );
             }
         };
-        let pin_text = line
-            .split("CA pin ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .context("no pin after `CA pin `")?;
+        let pin_text =
+            line.split("CA pin ").nth(1).and_then(|r| r.split_whitespace().next()).context("no pin after `CA pin `")?;
         let pin = riptides_wire::tls::parse_pin(pin_text).map_err(|e| anyhow::anyhow!("bad pin {pin_text:?}: {e}"))?;
         Ok(CpProcess { child, pin, log: log.to_owned(), ready_at: Instant::now(), startup: spawned.elapsed() })
     }

@@ -102,11 +102,16 @@ pub fn cp_expected_id() -> ExpectedId {
 }
 
 impl Fleet {
-    pub fn new(clients: Vec<QuicClient>, server: SocketAddr, pin: [u8; 32]) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<Event>)> {
+    pub fn new(
+        clients: Vec<QuicClient>,
+        server: SocketAddr,
+        pin: [u8; 32],
+    ) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<Event>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let cp_id = cp_expected_id();
         let pin_tls = client_config(ServerTrust::Pin(pin), cp_id.clone(), None, &[ALPN])?;
-        let ctx = Arc::new(FleetCtx { clients, server, pin_tls, cp_id, events: tx, retried: Mutex::new(BTreeMap::new()) });
+        let ctx =
+            Arc::new(FleetCtx { clients, server, pin_tls, cp_id, events: tx, retried: Mutex::new(BTreeMap::new()) });
         Ok((Fleet { ctx, slots: Vec::new(), tasks: Vec::new() }, rx))
     }
 
@@ -181,7 +186,8 @@ enum AttemptError {
 }
 
 async fn attest_once(ctx: &FleetCtx, client: &QuicClient, token: &str) -> Result<Attested, AttemptError> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| AttemptError::Retry(kind_of("keygen", &e)))?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| AttemptError::Retry(kind_of("keygen", &e)))?;
     let csr_der = rcgen::CertificateParams::default()
         .serialize_request(&key)
         .map_err(|e| AttemptError::Retry(kind_of("csr", &e)))?
@@ -191,7 +197,11 @@ async fn attest_once(ctx: &FleetCtx, client: &QuicClient, token: &str) -> Result
         .connect(ctx.server, ctx.pin_tls.clone())
         .await
         .map_err(|e| AttemptError::Retry(transport_kind("bootstrap connect", &e)))?;
-    let req = Request::Attest(AttestRequest { token: token.into(), csr_der, host: HostInfo { hostname: "sim".into(), ..Default::default() } });
+    let req = Request::Attest(AttestRequest {
+        token: token.into(),
+        csr_der,
+        host: HostInfo { hostname: "sim".into(), ..Default::default() },
+    });
     let cfg = FrameConfig::default();
     let resp = async {
         let mut s = conn.open_bi().await.map_err(|e| FrameError::Io(std::io::Error::other(e.to_string())))?;
@@ -207,7 +217,9 @@ async fn attest_once(ctx: &FleetCtx, client: &QuicClient, token: &str) -> Result
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             bundle: a.bundle.roots_der.into_iter().map(CertificateDer::from).collect(),
         }),
-        Err(FrameError::Remote(e)) if e.code.is_retryable() => Err(AttemptError::Retry(format!("attest refused: {}", e.code))),
+        Err(FrameError::Remote(e)) if e.code.is_retryable() => {
+            Err(AttemptError::Retry(format!("attest refused: {}", e.code)))
+        }
         Err(FrameError::Remote(e)) => Err(AttemptError::Fatal(format!("attest refused: {}", e.code))),
         Err(e) => Err(AttemptError::Retry(kind_of("attest exchange", &e))),
     }
@@ -230,7 +242,12 @@ async fn run_daemon(idx: usize, token: String, slot: Arc<DaemonSlot>, ctx: Arc<F
             }
         }
     };
-    let tls = match client_config(ServerTrust::Bundle(att.bundle.clone()), ctx.cp_id.clone(), Some((att.chain.clone(), att.key.clone_key())), &[ALPN]) {
+    let tls = match client_config(
+        ServerTrust::Bundle(att.bundle.clone()),
+        ctx.cp_id.clone(),
+        Some((att.chain.clone(), att.key.clone_key())),
+        &[ALPN],
+    ) {
         Ok(t) => t,
         Err(e) => {
             let _ = ctx.events.send(Event::Failed { kind: kind_of("client TLS config", &e) });
@@ -272,7 +289,8 @@ async fn run_daemon(idx: usize, token: String, slot: Arc<DaemonSlot>, ctx: Arc<F
                         if first {
                             first = false;
                             link += 1;
-                            let kind = if matches!(u, PolicyUpdate::Snapshot { .. }) { First::Snapshot } else { First::Delta };
+                            let kind =
+                                if matches!(u, PolicyUpdate::Snapshot { .. }) { First::Snapshot } else { First::Delta };
                             let _ = ctx.events.send(Event::Ready { idx, link, at, first: kind, revision });
                         } else {
                             let _ = ctx.events.send(Event::Update { idx, at, revision });
@@ -282,7 +300,12 @@ async fn run_daemon(idx: usize, token: String, slot: Arc<DaemonSlot>, ctx: Arc<F
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         return format!("policy watch refused: {}", e.code);
                     }
-                    Err(e) => return kind_of(if first { "policy watch (before first update)" } else { "policy watch ended" }, &e),
+                    Err(e) => {
+                        return kind_of(
+                            if first { "policy watch (before first update)" } else { "policy watch ended" },
+                            &e,
+                        )
+                    }
                 }
             }
         }

@@ -230,13 +230,23 @@ impl Session {
             );
         }
         if let Some(p) = &self.propagation {
-            s += &format!("; propagation p50 {:?} p99 {:?} max {:?} ({}/{})", p.p50, p.p99, p.max, p.received, p.expected);
+            s += &format!(
+                "; propagation p50 {:?} p99 {:?} max {:?} ({}/{})",
+                p.p50, p.p99, p.max, p.received, p.expected
+            );
         }
         if let Some(c) = &self.csr {
-            s += &format!("; CSRs {} in {:.2} s, CP CPU {:.2} s, errors {:?}", c.ok, c.elapsed.as_secs_f64(), c.cp_cpu_secs, c.errors);
+            s += &format!(
+                "; CSRs {} in {:.2} s, CP CPU {:.2} s, errors {:?}",
+                c.ok,
+                c.elapsed.as_secs_f64(),
+                c.cp_cpu_secs,
+                c.errors
+            );
         }
         if let Some(r) = &self.reconnect {
-            s += &format!(
+            s +=
+                &format!(
                 "; reconnect {}/{} (snap {}, delta {}) from listen {:?} from SIGTERM {:?}, CP HWM {} MiB, retried {:?}",
                 r.resumed, r.expected, r.snapshots, r.deltas, r.from_listen, r.from_term, r.cp_hwm_kib / 1024, r.retried
             );
@@ -287,7 +297,13 @@ async fn session(args: &Args, bin: &std::path::Path, n: usize) -> Session {
     s
 }
 
-async fn session_inner(args: &Args, bin: &std::path::Path, n: usize, work: &std::path::Path, s: &mut Session) -> anyhow::Result<()> {
+async fn session_inner(
+    args: &Args,
+    bin: &std::path::Path,
+    n: usize,
+    work: &std::path::Path,
+    s: &mut Session,
+) -> anyhow::Result<()> {
     let data = work.join("data");
     let prepared = prep::prepare(&data, n).await?;
     s.prep = prepared.took;
@@ -301,7 +317,8 @@ async fn session_inner(args: &Args, bin: &std::path::Path, n: usize, work: &std:
         }
     };
     let mut cp = spawn(work.join("cp-1.log")).await?;
-    let api = ApiClient::from_kubeconfig_file(data.join("admin.kubeconfig")).map_err(|e| anyhow::anyhow!("admin kubeconfig: {e}"))?;
+    let api = ApiClient::from_kubeconfig_file(data.join("admin.kubeconfig"))
+        .map_err(|e| anyhow::anyhow!("admin kubeconfig: {e}"))?;
     let clients = fleet::bind_clients(args.sources)?;
     let (mut fleet, mut rx) = Fleet::new(clients, ports.quic, cp.pin)?;
     let timeout = Duration::from_secs(args.storm_timeout_secs);
@@ -393,7 +410,9 @@ async fn session_inner(args: &Args, bin: &std::path::Path, n: usize, work: &std:
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while lat.len() < ready_count {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(Event::Update { idx, at, revision: r } | Event::Ready { idx, at, revision: r, .. })) if r >= revision => {
+            Ok(Some(Event::Update { idx, at, revision: r } | Event::Ready { idx, at, revision: r, .. }))
+                if r >= revision =>
+            {
                 if !got[idx] {
                     got[idx] = true;
                     lat.push(at.saturating_duration_since(t_apply));
@@ -415,7 +434,10 @@ async fn session_inner(args: &Args, bin: &std::path::Path, n: usize, work: &std:
     let prop_complete = prop.received == prop.expected;
     s.propagation = Some(prop);
     if !prop_complete {
-        s.errors.push(format!("propagation: only {}/{ready_count} daemons received revision {revision} within 120 s", lat.len()));
+        s.errors.push(format!(
+            "propagation: only {}/{ready_count} daemons received revision {revision} within 120 s",
+            lat.len()
+        ));
     }
 
     // 3. CSR signing from attested daemons.
@@ -439,7 +461,11 @@ async fn session_inner(args: &Args, bin: &std::path::Path, n: usize, work: &std:
             let csr_der = csrs[i % csrs.len()].clone();
             async move {
                 let cfg = FrameConfig::default();
-                let req = Request::SignWorkload(WorkloadCsr { workload_id: "frontend".into(), csr_der, ttl_secs: Some(3600) });
+                let req = Request::SignWorkload(WorkloadCsr {
+                    workload_id: "frontend".into(),
+                    csr_der,
+                    ttl_secs: Some(3600),
+                });
                 let mut st = conn.open_bi().await.map_err(|e| fleet::kind_of("open", &e))?;
                 write_frame(&mut st.send, &req, &cfg).await.map_err(|e| fleet::kind_of("send", &e))?;
                 let _ = tokio::io::AsyncWriteExt::shutdown(&mut st.send).await;
@@ -467,8 +493,13 @@ async fn session_inner(args: &Args, bin: &std::path::Path, n: usize, work: &std:
     s.cp_hwm_kib_before_restart = cp.stats().hwm_kib;
 
     // 4. Reconnect storm after a restart.
-    let connected: HashSet<usize> =
-        fleet.slots.iter().enumerate().filter(|(_, sl)| sl.conn.lock().expect("not poisoned").is_some()).map(|(i, _)| i).collect();
+    let connected: HashSet<usize> = fleet
+        .slots
+        .iter()
+        .enumerate()
+        .filter(|(_, sl)| sl.conn.lock().expect("not poisoned").is_some())
+        .map(|(i, _)| i)
+        .collect();
     let retried_before = fleet.ctx.retried_snapshot();
     while rx.try_recv().is_ok() {}
     let t_term = Instant::now();
@@ -507,7 +538,10 @@ async fn session_inner(args: &Args, bin: &std::path::Path, n: usize, work: &std:
             rc.from_term = Some(l.duration_since(t_term));
         }
     } else {
-        s.errors.push(format!("reconnect storm incomplete: {}/{} daemons resumed within {timeout:?}", rc.resumed, rc.expected));
+        s.errors.push(format!(
+            "reconnect storm incomplete: {}/{} daemons resumed within {timeout:?}",
+            rc.resumed, rc.expected
+        ));
     }
     rc.retried = diff(&fleet.ctx.retried_snapshot(), &retried_before);
     rc.cp_hwm_kib = cp.stats().hwm_kib;
