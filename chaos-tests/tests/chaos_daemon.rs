@@ -187,7 +187,7 @@ fn svid_expiry_during_partition() {
     let expired = poll(Duration::from_secs(40), || {
         let ra = admin(&node_a, "/readyz")?;
         let rb = admin(&node_b, "/readyz")?;
-        (ra.0 == 503 && ra.1.contains("expired") && rb.0 == 503).then(|| (ra.1, rb.1))
+        (ra.0 == 503 && ra.1.contains("expired") && rb.0 == 503).then_some((ra.1, rb.1))
     });
     let expired_after = cut.elapsed();
     // Expired workload SVIDs leave /config_dump at the certificate manager's next tick (250 ms).

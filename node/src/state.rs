@@ -130,7 +130,8 @@ impl Status {
                 continue;
             };
             let id = format!("spiffe://{}/{}", self.trust_domain, path.trim_start_matches('/'));
-            let valid = self.identities.iter().any(|i| i.kind == "workload" && i.spiffe_id == id && i.not_after_time() > now);
+            let valid =
+                self.identities.iter().any(|i| i.kind == "workload" && i.spiffe_id == id && i.not_after_time() > now);
             if !valid {
                 out.push(format!("no valid SVID for workload {id} (expired or not issued yet)"));
             }

@@ -13,6 +13,9 @@ command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
 command -v curl >/dev/null || need_pkgs+=(curl)
 command -v python3 >/dev/null || need_pkgs+=(python3)
+command -v stunnel4 >/dev/null || need_pkgs+=(stunnel4)
+command -v ss >/dev/null || need_pkgs+=(iproute2)
+command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -68,7 +68,7 @@ fn kinds<V: Copy + Into<u64>>(m: &BTreeMap<String, V>) -> String {
         return "none".into();
     }
     let mut v: Vec<(&String, u64)> = m.iter().map(|(k, c)| (k, (*c).into())).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|x| std::cmp::Reverse(x.1));
     v.iter().map(|(k, c)| format!("{c} × {k}")).collect::<Vec<_>>().join("; ")
 }
 

@@ -179,9 +179,7 @@ pub fn median(v: &[f64]) -> f64 {
 
 fn num(x: f64) -> String {
     let a = x.abs();
-    if a >= 1000.0 {
-        format!("{x:.0}")
-    } else if a >= 100.0 {
+    if a >= 100.0 {
         format!("{x:.0}")
     } else if a >= 10.0 {
         format!("{x:.1}")
