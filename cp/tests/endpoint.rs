@@ -100,6 +100,18 @@ async fn attestation_tokens_and_refusals() {
     // Wrong secret and unknown token look the same.
     assert_eq!(code(call(conn.as_ref(), &attest_req("tok-a.00", csr(None).0)).await), ErrorCode::InvalidToken);
     assert_eq!(code(call(conn.as_ref(), &attest_req("nope.00", csr(None).0)).await), ErrorCode::InvalidToken);
+    // A retry with the same key after a lost answer gets the same identity again; a
+    // different key does not.
+    let retry_tok = create_token(&cp, "tok-retry", 600, None).await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr_of = |k: &rcgen::KeyPair| rcgen::CertificateParams::default().serialize_request(k).unwrap().der().to_vec();
+    let first = call(conn.as_ref(), &attest_req(&retry_tok, csr_of(&key))).await.expect_attested().unwrap();
+    let again = call(conn.as_ref(), &attest_req(&retry_tok, csr_of(&key))).await.expect_attested().unwrap();
+    assert_eq!(first.daemon_id, again.daemon_id, "the retry is the same daemon");
+    assert_eq!(first.spiffe_id, again.spiffe_id);
+    assert_eq!(code(call(conn.as_ref(), &attest_req(&retry_tok, csr(None).0)).await), ErrorCode::TokenUsed);
+    let daemons = admin(&cp).list(rt("daemons"), Some("riptides-system")).await.unwrap();
+    assert_eq!(daemons.items.iter().filter(|d| d["metadata"]["name"] == first.daemon_id.as_str()).count(), 1);
     // Expired.
     let expired = create_token(&cp, "tok-old", -5, None).await;
     assert_eq!(code(call(conn.as_ref(), &attest_req(&expired, csr(None).0)).await), ErrorCode::TokenExpired);

@@ -88,6 +88,26 @@ impl DataDir {
 
     /// Persists the whole attested identity. The key goes first, the metadata (which makes the
     /// rest count as present) last.
+    /// The key an attestation in progress uses. Kept until the attestation succeeded, so a
+    /// retry after a lost answer (or a crash) presents the same key and the control plane
+    /// recognises it as the same daemon rather than a replay of a used token.
+    pub fn pending_attestation_key(&self) -> Result<rcgen::KeyPair> {
+        let path = self.root.join("attest-pending.key");
+        if let Ok(pem) = fs::read_to_string(&path) {
+            if let Ok(k) = rcgen::KeyPair::from_pem(&pem) {
+                return Ok(k);
+            }
+        }
+        let key = crate::identity::new_key()?;
+        write_atomic(&path, key.serialize_pem().as_bytes(), KEY_MODE)?;
+        Ok(key)
+    }
+
+    /// Drops the pending attestation key once the identity it produced is saved.
+    pub fn clear_pending_attestation_key(&self) {
+        let _ = fs::remove_file(self.root.join("attest-pending.key"));
+    }
+
     pub fn save_identity(&self, p: &PersistedIdentity) -> Result<()> {
         self.save_daemon_svid(&p.identity)?;
         self.save_bundle(&p.bundle)?;

@@ -266,7 +266,8 @@ async fn attest(
         return Err(AttestFail::Fatal(Problem::NeedsJoinToken(msg)));
     };
     let trust = bootstrap_trust(ctx, known).map_err(|m| AttestFail::Fatal(Problem::NoTrust(m)))?;
-    let key = identity::new_key().map_err(|e| AttestFail::Retry(e.to_string()))?;
+    // The same key across retries: a retry after a lost answer is then recognised as ours.
+    let key = ctx.data.pending_attestation_key().map_err(|e| AttestFail::Retry(format!("{e:#}")))?;
     let csr_der = identity::csr_der(&key, None).map_err(|e| AttestFail::Retry(e.to_string()))?;
     let host = match ctx.metadata() {
         Some(m) => ractor::call!(m, MetadataMsg::Get).unwrap_or_default(),
@@ -310,6 +311,7 @@ async fn attest(
     let p = PersistedIdentity { daemon_id: att.daemon_id, identity, bundle: att.bundle };
     // Persist everything before using it.
     ctx.data.save_identity(&p).map_err(|e| AttestFail::Retry(format!("persisting the identity: {e:#}")))?;
+    ctx.data.clear_pending_attestation_key();
     tracing::info!(daemon_id = %p.daemon_id, spiffe_id = %p.identity.spiffe_id, not_after = identity::unix(p.identity.not_after), "attested");
     Ok(p)
 }

@@ -179,12 +179,21 @@ impl NodeVerifier for JoinTokenVerifier {
             tracing::debug!(token = presented.name, "join token secret does not match");
             return Err(AttestError::InvalidToken);
         }
-        if token.status.as_ref().is_some_and(|s| s.used) {
-            return Err(AttestError::TokenUsed);
-        }
         if is_expired(&token.spec.expires_at, ctx.now).map_err(AttestError::from)? {
             return Err(AttestError::TokenExpired);
         }
+        // A used token is refused, except for the daemon that used it retrying with the same
+        // key (its answer was lost to a timeout): it gets the same daemon id again.
+        let retry_of = match &token.status {
+            Some(s) if s.used => match (&s.used_key, &ctx.csr_key, &s.used_by) {
+                (Some(used), Some(presented), Some(by)) if used == presented => {
+                    tracing::info!(daemon_id = %by, "retry of a completed attestation with the same key");
+                    Some(by.clone())
+                }
+                _ => return Err(AttestError::TokenUsed),
+            },
+            _ => None,
+        };
 
         let verifier_name = token.spec.verifier.clone().unwrap_or_else(|| DEFAULT_VERIFIER_NAME.to_owned());
         let spec = load_verifier(self.store.as_ref(), &self.namespace, &verifier_name).await?;
@@ -196,6 +205,7 @@ impl NodeVerifier for JoinTokenVerifier {
         }
 
         let daemon_id = match &token.spec.daemon_id {
+            _ if retry_of.is_some() => retry_of.clone().unwrap_or_default(),
             Some(id) if valid_daemon_id(id) => id.clone(),
             Some(id) => {
                 return Err(AttestError::Misconfigured(format!(
@@ -232,8 +242,8 @@ impl NodeVerifier for JoinTokenVerifier {
                     refusal = Some(Refusal::Invalid);
                     return Ok(None);
                 };
-                match mark_used(&obj.value, &presented.hash, &used_at, &node.daemon_id, now) {
-                    Ok(bytes) => Ok(Some(bytes)),
+                match mark_used(&obj.value, &presented.hash, &used_at, &node.daemon_id, ctx.csr_key.as_deref(), now) {
+                    Ok(bytes) => Ok(bytes),
                     Err(r) => {
                         refusal = Some(r);
                         Ok(None)
@@ -257,8 +267,9 @@ fn mark_used(
     presented_hash: &str,
     used_at: &str,
     daemon_id: &str,
+    csr_key: Option<&str>,
     now: SystemTime,
-) -> Result<Vec<u8>, Refusal> {
+) -> Result<Option<Vec<u8>>, Refusal> {
     let mut v: Value = serde_json::from_slice(stored)
         .map_err(|e| Refusal::Corrupt(format!("stored join token is unreadable: {e}")))?;
     let stored_hash = v["spec"]["tokenHash"].as_str().unwrap_or_default();
@@ -266,7 +277,11 @@ fn mark_used(
         return Err(Refusal::Invalid);
     }
     if v["status"]["used"].as_bool().unwrap_or(false) {
-        return Err(Refusal::Used);
+        // Idempotent retry by the same daemon with the same key: nothing to write.
+        let same = csr_key.is_some()
+            && v["status"]["usedKey"].as_str() == csr_key
+            && v["status"]["usedBy"].as_str() == Some(daemon_id);
+        return if same { Ok(None) } else { Err(Refusal::Used) };
     }
     let expires_at = v["spec"]["expiresAt"].as_str().unwrap_or_default().to_owned();
     if is_expired(&expires_at, now)? {
@@ -275,8 +290,12 @@ fn mark_used(
     let Some(obj) = v.as_object_mut() else {
         return Err(Refusal::Corrupt("stored join token is not an object".into()));
     };
-    obj.insert("status".into(), json!({ "used": true, "usedAt": used_at, "usedBy": daemon_id }));
-    serde_json::to_vec(&v).map_err(|e| Refusal::Corrupt(format!("encoding join token: {e}")))
+    let mut status = json!({ "used": true, "usedAt": used_at, "usedBy": daemon_id });
+    if let Some(k) = csr_key {
+        status["usedKey"] = json!(k);
+    }
+    obj.insert("status".into(), status);
+    serde_json::to_vec(&v).map(Some).map_err(|e| Refusal::Corrupt(format!("encoding join token: {e}")))
 }
 
 #[cfg(test)]

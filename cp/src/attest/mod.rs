@@ -240,7 +240,12 @@ impl Attestor {
         let verifier = self.verifiers.get(&proof.method()).ok_or_else(|| {
             AttestError::Unauthorized(format!("attestation method {:?} is not enabled", proof.method()))
         })?;
-        let ctx = VerifyContext { trust_domain: self.pool.ca().trust_domain().clone(), now, source: source.to_owned() };
+        let ctx = VerifyContext {
+            trust_domain: self.pool.ca().trust_domain().clone(),
+            now,
+            source: source.to_owned(),
+            csr_key: csr_key_hash(csr_der),
+        };
         let node = verifier.verify(proof, &ctx).await?;
         let span = tracing::Span::current();
         span.record("daemon_id", node.daemon_id.as_str());
@@ -256,4 +261,13 @@ impl Attestor {
 
         Ok(Attested { daemon_id: node.daemon_id, spiffe_id: node.spiffe_id, svid, bundle: self.pool.ca().bundle() })
     }
+}
+
+/// `sha256:<hex>` of a CSR's SubjectPublicKeyInfo (`None` if it does not parse; signing will
+/// then refuse the CSR anyway).
+pub fn csr_key_hash(csr_der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::FromDer;
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der).ok()?;
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, csr.certification_request_info.subject_pki.raw);
+    Some(format!("sha256:{}", d.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()))
 }

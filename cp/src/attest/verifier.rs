@@ -25,6 +25,8 @@ pub struct VerifyContext {
     pub now: SystemTime,
     /// Where the attempt came from (remote address), for logs.
     pub source: String,
+    /// `sha256:<hex>` of the CSR's public key, so a retry by the same daemon is recognised.
+    pub csr_key: Option<String>,
 }
 
 /// A daemon whose proof checked out.

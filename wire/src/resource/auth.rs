@@ -73,4 +73,8 @@ pub struct JoinTokenStatus {
     pub used_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used_by: Option<String>,
+    /// `sha256:<hex>` of the public key the token was used with: a retry by the same daemon
+    /// (same key) after a lost answer gets its SVID again; anyone else gets TokenUsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_key: Option<String>,
 }
