@@ -197,51 +197,8 @@ impl ControlPlane {
                 SupervisorConfig::with_budget(u32::MAX, Duration::from_secs(1)),
                 vec![],
             ),
-            {
-                let (server, tls, ctx) =
-                    (Arc::new(tokio::sync::Mutex::new(Some(quic_server))), link_tls.clone(), endpoint_ctx.clone());
-                task("quic", move |cancel| {
-                    let (server, tls, ctx) = (server.clone(), tls.clone(), ctx.clone());
-                    async move {
-                        // The socket is bound once; a restarted task rebinds the same address.
-                        let taken = server.lock().await.take();
-                        let server = match taken {
-                            Some(s) => s,
-                            None => {
-                                riptides_wire::transport::QuicServer::bind(
-                                    quic_addr,
-                                    tls.config()?.0,
-                                    &riptides_wire::transport::TransportConfig::default(),
-                                )
-                                .await?
-                            }
-                        };
-                        endpoint::serve_quic(server, tls, ctx, cancel).await
-                    }
-                })
-            },
-            {
-                let (server, tls, ctx) =
-                    (Arc::new(tokio::sync::Mutex::new(Some(tcp_server))), link_tls.clone(), endpoint_ctx.clone());
-                task("tunnel", move |cancel| {
-                    let (server, tls, ctx) = (server.clone(), tls.clone(), ctx.clone());
-                    async move {
-                        let taken = server.lock().await.take();
-                        let server = match taken {
-                            Some(s) => s,
-                            None => {
-                                riptides_wire::transport::TcpTlsServer::bind(
-                                    tunnel_addr,
-                                    tls.config()?.0,
-                                    &riptides_wire::transport::TransportConfig::default(),
-                                )
-                                .await?
-                            }
-                        };
-                        endpoint::serve_tcp(server, tls, ctx, cancel).await
-                    }
-                })
-            },
+            link_task("quic", Arc::new(quic_server), link_tls.clone(), endpoint_ctx.clone()),
+            link_task("tunnel", Arc::new(tcp_server), link_tls, endpoint_ctx),
         ];
         let tree =
             Supervisor::start(root_name.clone(), SupervisorConfig::with_budget(10, Duration::from_secs(60)), children)
@@ -295,6 +252,16 @@ impl ControlPlane {
     pub async fn shutdown(self) -> SupervisorExit {
         self.tree.shutdown(Some("shutdown requested".into())).await
     }
+}
+
+/// A supervised daemon-endpoint listener (QUIC or TCP+TLS).
+fn link_task<L: endpoint::LinkListener>(
+    name: &str,
+    server: Arc<L>,
+    tls: Arc<LinkTls>,
+    ctx: Arc<EndpointContext>,
+) -> riptides_actors::ChildSpec {
+    task(name, move |cancel| endpoint::serve(server.clone(), tls.clone(), ctx.clone(), cancel))
 }
 
 fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<StdTcpListener> {

@@ -398,3 +398,28 @@ async fn two_hundred_daemons_attest_and_receive_policy() {
     drop(conns);
     Arc::try_unwrap(cp).ok().expect("no other owners").shutdown().await;
 }
+
+/// The handshake checks the client certificate once; a daemon connection that outlives its
+/// SVID gets refused on the next request instead of being served on a stale identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_after_the_daemon_svid_expired_are_refused() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = riptides_cp::Config::for_tests(dir.path());
+    config.daemon_svid_ttl = Duration::from_secs(2);
+    let cp = ControlPlane::start(config).await.unwrap();
+    let token = create_token(&cp, "tok", 600, Some("node-1")).await;
+    let (_, ident) = attest(&cp, &token, false).await;
+    let conn = connect(&cp, ServerTrust::Bundle(cp.ca().bundle().roots()), Some(&ident), false).await;
+    assert!(matches!(call(conn.as_ref(), &Request::ReportStatus(DaemonStatusReport::default())).await, Response::Ack));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = call(conn.as_ref(), &Request::RenewDaemonSvid { csr_der: csr(None).0 }).await;
+    match r {
+        Response::Error(e) => {
+            assert_eq!(e.code, ErrorCode::Unauthorized);
+            assert!(e.message.contains("expired"), "{}", e.message);
+        }
+        other => panic!("expected a refusal, got {}", other.kind()),
+    }
+    cp.shutdown().await;
+}

@@ -258,6 +258,23 @@ mod tests {
     use rcgen::{CertificateParams, SanType};
     use riptides_wire::proto::messages::PolicyItem;
 
+    #[test]
+    fn the_attestation_key_survives_retries_until_cleared() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dd = DataDir::open(tmp.path().join("d")).unwrap();
+        let first = dd.pending_attestation_key().unwrap();
+        let path = dd.path().join("attest-pending.key");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        // A retry (or a restart after a crash) presents the same key.
+        let again = DataDir::open(tmp.path().join("d")).unwrap().pending_attestation_key().unwrap();
+        assert_eq!(first.public_key_raw(), again.public_key_raw());
+        // Once the identity is saved, the next attestation uses a fresh key.
+        dd.clear_pending_attestation_key();
+        assert!(!path.exists());
+        assert_ne!(dd.pending_attestation_key().unwrap().public_key_raw(), first.public_key_raw());
+    }
+
     fn identity(uri: &str) -> Identity {
         let key = crate::identity::new_key().unwrap();
         let mut p = CertificateParams::default();

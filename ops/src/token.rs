@@ -6,7 +6,6 @@
 //! dot>))`. The whole token is printed once on stdout and nowhere else.
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use riptides_wire::resource::duration::GoDuration;
 use riptides_wire::resource::{by_name, ResourceType, AUTH_GROUP, VERSION};
@@ -53,9 +52,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// `sha256:<hex>` of the secret text.
-pub fn token_hash(secret: &str) -> String {
-    format!("sha256:{}", hex(digest::digest(&digest::SHA256, secret.as_bytes()).as_ref()))
-}
+pub use riptides_wire::resource::auth::token_hash;
 
 /// The JoinToken object for a token.
 pub fn token_object(

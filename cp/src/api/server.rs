@@ -95,27 +95,9 @@ impl ServingCert {
 }
 
 /// Maps a verified client certificate to a caller.
-fn caller_from_cert(der: &[u8], ca: &Ca) -> Caller {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Caller::Anonymous;
-    };
-    let uris: Vec<&str> = match cert.subject_alternative_name() {
-        Ok(Some(san)) => san
-            .value
-            .general_names
-            .iter()
-            .filter_map(|n| match n {
-                x509_parser::extensions::GeneralName::URI(u) => Some(*u),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+fn caller_from_cert(chain: &[rustls_pki_types::CertificateDer<'_>], ca: &Ca) -> Caller {
     // An X509-SVID has exactly one URI SAN; anything else is not an identity we issued.
-    let [uri] = uris.as_slice() else {
-        return Caller::Anonymous;
-    };
-    match SpiffeId::parse(uri) {
+    match riptides_wire::tls::peer_spiffe_id(chain) {
         Ok(id) if id.is_member_of(ca.trust_domain()) => {
             if id.path().starts_with(ADMIN_PATH_PREFIX) {
                 Caller::Admin(id)
@@ -180,8 +162,7 @@ pub async fn serve(
                     .get_ref()
                     .1
                     .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(|c| caller_from_cert(c.as_ref(), &ca))
+                    .map(|chain| caller_from_cert(chain, &ca))
                     .unwrap_or(Caller::Anonymous);
                 tracing::debug!(?caller, "API connection");
                 let svc = TowerToHyperService::new(router.layer(Extension(caller)));

@@ -10,7 +10,6 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use aws_lc_rs::constant_time::verify_slices_are_equal;
-use aws_lc_rs::digest;
 use riptides_wire::resource::auth::VerifierMethod;
 use riptides_wire::resource::{self, JoinToken, DEFAULT_NAMESPACE};
 use serde_json::{json, Value};
@@ -30,15 +29,7 @@ const MAX_TOKEN_LEN: usize = 512;
 const DUMMY_HASH: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
 /// `sha256:<lowercase hex>` of the secret text, as `riptides token create` stores it.
-pub fn hash_secret(secret: &str) -> String {
-    let d = digest::digest(&digest::SHA256, secret.as_bytes());
-    let mut s = String::with_capacity(7 + 64);
-    s.push_str("sha256:");
-    for b in d.as_ref() {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
-}
+pub use riptides_wire::resource::auth::token_hash as hash_secret;
 
 /// Verifies join tokens against `JoinToken` and `Verifier` resources in one namespace.
 pub struct JoinTokenVerifier {

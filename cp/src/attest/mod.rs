@@ -268,6 +268,5 @@ impl Attestor {
 pub fn csr_key_hash(csr_der: &[u8]) -> Option<String> {
     use x509_parser::prelude::FromDer;
     let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der).ok()?;
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, csr.certification_request_info.subject_pki.raw);
-    Some(format!("sha256:{}", d.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    Some(riptides_wire::resource::auth::sha256_tagged(csr.certification_request_info.subject_pki.raw))
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use riptides_wire::proto::{FrameConfig, ALPN};
-use riptides_wire::transport::{Connection, QuicServer, TcpTlsServer, TransportConfig};
+use riptides_wire::transport::{Connection, QuicServer, TcpTlsServer, TransportConfig, TransportError};
 use riptides_wire::SpiffeId;
 use rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
@@ -139,33 +139,36 @@ fn leaf_not_after(der: &[u8]) -> SystemTime {
         .unwrap_or(std::time::UNIX_EPOCH)
 }
 
-/// Serves QUIC connections until cancelled. Swaps the server config when [`LinkTls`] renews.
-pub async fn serve_quic(
-    server: QuicServer,
-    tls: Arc<LinkTls>,
-    ctx: Arc<EndpointContext>,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut refresh = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        let conn = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            _ = refresh.tick() => {
-                let (cfg, changed) = tls.config()?;
-                if changed {
-                    server.set_server_config(cfg)?;
-                }
-                continue;
-            }
-            c = server.accept() => c?,
-        };
-        tokio::spawn(session::serve_connection(conn, ctx.clone()));
+/// What the QUIC and TCP+TLS listeners have in common, so one accept loop serves both.
+pub trait LinkListener: Send + Sync + 'static {
+    fn accept(&self) -> impl std::future::Future<Output = Result<Arc<dyn Connection>, TransportError>> + Send;
+    /// Swaps certificates and client roots for new handshakes.
+    fn set_tls(&self, cfg: Arc<ServerConfig>) -> anyhow::Result<()>;
+}
+
+impl LinkListener for QuicServer {
+    fn accept(&self) -> impl std::future::Future<Output = Result<Arc<dyn Connection>, TransportError>> + Send {
+        QuicServer::accept(self)
+    }
+    fn set_tls(&self, cfg: Arc<ServerConfig>) -> anyhow::Result<()> {
+        Ok(self.set_server_config(cfg)?)
     }
 }
 
-/// Serves TCP+TLS connections until cancelled.
-pub async fn serve_tcp(
-    server: TcpTlsServer,
+impl LinkListener for TcpTlsServer {
+    fn accept(&self) -> impl std::future::Future<Output = Result<Arc<dyn Connection>, TransportError>> + Send {
+        TcpTlsServer::accept(self)
+    }
+    fn set_tls(&self, cfg: Arc<ServerConfig>) -> anyhow::Result<()> {
+        self.set_server_config(cfg);
+        Ok(())
+    }
+}
+
+/// Serves a listener until cancelled, swapping its TLS config when [`LinkTls`] renews. The
+/// listener is shared, not consumed: a restarted task keeps serving the socket bound at start.
+pub async fn serve<L: LinkListener>(
+    server: Arc<L>,
     tls: Arc<LinkTls>,
     ctx: Arc<EndpointContext>,
     cancel: CancellationToken,
@@ -177,7 +180,7 @@ pub async fn serve_tcp(
             _ = refresh.tick() => {
                 let (cfg, changed) = tls.config()?;
                 if changed {
-                    server.set_server_config(cfg);
+                    server.set_tls(cfg)?;
                 }
                 continue;
             }

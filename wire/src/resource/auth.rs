@@ -78,3 +78,21 @@ pub struct JoinTokenStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used_key: Option<String>,
 }
+
+/// `sha256:<lowercase hex>` of `bytes`: the form of `JoinToken.spec.tokenHash` and
+/// `status.usedKey`. One definition, because the CLI that makes tokens and the control plane
+/// that checks them must agree byte for byte.
+pub fn sha256_tagged(bytes: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut s = String::with_capacity(7 + 64);
+    s.push_str("sha256:");
+    for b in d.as_ref() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// The stored hash of a join token's secret part (the text after the dot).
+pub fn token_hash(secret: &str) -> String {
+    sha256_tagged(secret.as_bytes())
+}
