@@ -64,6 +64,7 @@ pub mod nat;
 pub mod netns;
 pub mod probe;
 pub mod process;
+pub mod product;
 mod sys;
 pub mod topology;
 

@@ -197,8 +197,8 @@ impl ControlPlane {
                 SupervisorConfig::with_budget(u32::MAX, Duration::from_secs(1)),
                 vec![],
             ),
-            link_task("quic", Arc::new(quic_server), link_tls.clone(), endpoint_ctx.clone()),
-            link_task("tunnel", Arc::new(tcp_server), link_tls, endpoint_ctx),
+            link_task("quic", quic_server, quic_addr, link_tls.clone(), endpoint_ctx.clone()),
+            link_task("tunnel", tcp_server, tunnel_addr, link_tls, endpoint_ctx),
         ];
         let tree =
             Supervisor::start(root_name.clone(), SupervisorConfig::with_budget(10, Duration::from_secs(60)), children)
@@ -254,14 +254,27 @@ impl ControlPlane {
     }
 }
 
-/// A supervised daemon-endpoint listener (QUIC or TCP+TLS).
+/// A supervised daemon-endpoint listener (QUIC or TCP+TLS). The first incarnation serves the
+/// listener bound at start (its address is already known); a restarted one binds it again.
 fn link_task<L: endpoint::LinkListener>(
     name: &str,
-    server: Arc<L>,
+    server: L,
+    addr: SocketAddr,
     tls: Arc<LinkTls>,
     ctx: Arc<EndpointContext>,
 ) -> riptides_actors::ChildSpec {
-    task(name, move |cancel| endpoint::serve(server.clone(), tls.clone(), ctx.clone(), cancel))
+    let bound = Arc::new(std::sync::Mutex::new(Some(server)));
+    task(name, move |cancel| {
+        let (bound, tls, ctx) = (bound.clone(), tls.clone(), ctx.clone());
+        async move {
+            let taken = bound.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let server = match taken {
+                Some(s) => s,
+                None => L::bind(addr, tls.config()?.0).await?,
+            };
+            endpoint::serve(server, tls, ctx, cancel).await
+        }
+    })
 }
 
 fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<StdTcpListener> {

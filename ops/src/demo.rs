@@ -34,7 +34,7 @@ const ORDERS: &str = "spiffe://example.com/orders-service";
 const INTRUDER: &str = "spiffe://example.com/intruder";
 /// Namespaces are `rt-demo_<role>-<pid>-<n>`.
 const NS_PREFIX: &str = "demo";
-const ADMIN: &str = "127.0.0.1:15000";
+use riptides_chaos_tests::product::DAEMON_ADMIN as ADMIN;
 const HTTP_PORT: u16 = 8000;
 const STEPS: usize = 11;
 /// Tools the demo runs, with the Debian package that provides each.
@@ -382,25 +382,7 @@ impl Demo {
     fn start_controlplane(&mut self, n: &Nodes) -> Result<String> {
         self.step(format!("Starting the control plane (riptides-controlplane, trust domain {TRUST_DOMAIN}) in cp"));
         let data = self.dir.join("cp");
-        let args: Vec<String> = [
-            "--data-dir",
-            &data.display().to_string(),
-            "--trust-domain",
-            TRUST_DOMAIN,
-            "--api-addr",
-            "0.0.0.0:8443",
-            "--quic-addr",
-            "0.0.0.0:9443",
-            "--tunnel-addr",
-            "0.0.0.0:8001",
-            "--health-addr",
-            "0.0.0.0:8080",
-            "--advertise-url",
-            "https://127.0.0.1:8443",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let args = riptides_chaos_tests::product::controlplane_args(&data, TRUST_DOMAIN);
         let bin = self.bins.controlplane.clone();
         let child = self.spawn(&n.cp, "controlplane", &bin, &args)?;
         self.controlplane = Some(child);
@@ -410,7 +392,7 @@ impl Demo {
                 return Some(Err(()));
             }
             let log = cp.log();
-            log.split_whitespace().skip_while(|w| *w != "pin").nth(1).map(|p| Ok(p.to_owned()))
+            riptides_chaos_tests::product::ca_pin_in_log(&log).map(Ok)
         })
         .and_then(|r| r.map_err(|()| anyhow::anyhow!("the control plane exited")))
         .map_err(|e| self.with_log(e, "controlplane"))?;
@@ -487,24 +469,14 @@ impl Demo {
     fn start_daemons(&mut self, n: &Nodes, pin: &str, tokens: Vec<String>) -> Result<()> {
         self.step("Starting two daemons (riptides-daemon --dataplane userspace) on node-a and node-b");
         for ((host, id), token) in [(&n.a, "node-a"), (&n.b, "node-b")].into_iter().zip(tokens) {
-            let args: Vec<String> = vec![
-                "--controlplane".into(),
-                format!("{}:9443", n.cp.addr()),
-                "--controlplane-tunnel".into(),
-                format!("{}:8001", n.cp.addr()),
-                "--trust-domain".into(),
-                TRUST_DOMAIN.into(),
-                "--ca-pin".into(),
-                pin.into(),
-                "--join-token".into(),
-                token,
-                "--data-dir".into(),
-                self.dir.join(id).display().to_string(),
-                "--admin-addr".into(),
-                ADMIN.into(),
-                "--dataplane".into(),
-                "userspace".into(),
-            ];
+            let args = riptides_chaos_tests::product::daemon_args(
+                n.cp.addr(),
+                TRUST_DOMAIN,
+                pin,
+                &token,
+                &self.dir.join(id),
+                "userspace",
+            );
             let bin = self.bins.daemon.clone();
             let child = self.spawn(host, id, &bin, &args)?;
             self.detail(format!("{id}: pid {}, admin http://{ADMIN} inside its namespace", child.pid()));

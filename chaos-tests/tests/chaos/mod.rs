@@ -259,25 +259,7 @@ impl Cluster {
             site_lans.push(lan);
         }
         let cp_dir = dir.path().join("cp");
-        let mut cp_args: Vec<String> = [
-            "--data-dir",
-            &cp_dir.display().to_string(),
-            "--trust-domain",
-            TD,
-            "--api-addr",
-            "0.0.0.0:8443",
-            "--quic-addr",
-            "0.0.0.0:9443",
-            "--tunnel-addr",
-            "0.0.0.0:8001",
-            "--health-addr",
-            "0.0.0.0:8080",
-            "--advertise-url",
-            "https://127.0.0.1:8443",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut cp_args = riptides_chaos_tests::product::controlplane_args(&cp_dir, TD);
         cp_args.extend(cp_extra.iter().map(|s| s.to_string()));
         let cp_log = dir.path().join("cp.log");
         let mut c = Cluster {
@@ -316,7 +298,7 @@ impl Cluster {
         let log_path = self.cp_proc.log.clone();
         let pin = wait_until("the control plane's CA pin line", Duration::from_secs(60), || {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            log.get(before..)?.split_whitespace().skip_while(|w| *w != "pin").nth(1).map(str::to_owned)
+            riptides_chaos_tests::product::ca_pin_in_log(log.get(before..)?)
         });
         if !self.pin.is_empty() {
             assert_eq!(self.pin, pin, "the CA survives a restart");
@@ -486,24 +468,7 @@ impl Cluster {
         let g = d
             .host
             .command(bin("riptides-daemon"))
-            .args([
-                "--controlplane",
-                &format!("{cp}:9443"),
-                "--controlplane-tunnel",
-                &format!("{cp}:8001"),
-                "--trust-domain",
-                TD,
-                "--ca-pin",
-                &pin,
-                "--join-token",
-                &d.token,
-                "--data-dir",
-                &d.data_dir.display().to_string(),
-                "--admin-addr",
-                "127.0.0.1:15000",
-                "--dataplane",
-                dp,
-            ])
+            .args(riptides_chaos_tests::product::daemon_args(cp, TD, &pin, &d.token, &d.data_dir, dp))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .output_to(OutputTo::File(d.proc.log.clone()))

@@ -140,13 +140,19 @@ fn leaf_not_after(der: &[u8]) -> SystemTime {
 }
 
 /// What the QUIC and TCP+TLS listeners have in common, so one accept loop serves both.
-pub trait LinkListener: Send + Sync + 'static {
+pub trait LinkListener: Sized + Send + Sync + 'static {
+    /// Binds a fresh listener (a restarted task whose listener was dropped with it).
+    fn bind(addr: SocketAddr, tls: Arc<ServerConfig>)
+        -> impl std::future::Future<Output = anyhow::Result<Self>> + Send;
     fn accept(&self) -> impl std::future::Future<Output = Result<Arc<dyn Connection>, TransportError>> + Send;
     /// Swaps certificates and client roots for new handshakes.
     fn set_tls(&self, cfg: Arc<ServerConfig>) -> anyhow::Result<()>;
 }
 
 impl LinkListener for QuicServer {
+    async fn bind(addr: SocketAddr, tls: Arc<ServerConfig>) -> anyhow::Result<Self> {
+        Ok(QuicServer::bind(addr, tls, &TransportConfig::default()).await?)
+    }
     fn accept(&self) -> impl std::future::Future<Output = Result<Arc<dyn Connection>, TransportError>> + Send {
         QuicServer::accept(self)
     }
@@ -156,6 +162,9 @@ impl LinkListener for QuicServer {
 }
 
 impl LinkListener for TcpTlsServer {
+    async fn bind(addr: SocketAddr, tls: Arc<ServerConfig>) -> anyhow::Result<Self> {
+        Ok(TcpTlsServer::bind(addr, tls, &TransportConfig::default()).await?)
+    }
     fn accept(&self) -> impl std::future::Future<Output = Result<Arc<dyn Connection>, TransportError>> + Send {
         TcpTlsServer::accept(self)
     }
@@ -166,9 +175,9 @@ impl LinkListener for TcpTlsServer {
 }
 
 /// Serves a listener until cancelled, swapping its TLS config when [`LinkTls`] renews. The
-/// listener is shared, not consumed: a restarted task keeps serving the socket bound at start.
+/// listener is dropped when this returns, so a stopped control plane frees its ports.
 pub async fn serve<L: LinkListener>(
-    server: Arc<L>,
+    server: L,
     tls: Arc<LinkTls>,
     ctx: Arc<EndpointContext>,
     cancel: CancellationToken,

@@ -74,25 +74,7 @@ impl Fixture {
         let a = topo.host("a", lan).unwrap();
         let b = topo.host("b", lan).unwrap();
         let cp_dir = dir.path().join("cp");
-        let mut args: Vec<String> = [
-            "--data-dir",
-            &cp_dir.display().to_string(),
-            "--trust-domain",
-            "example.com",
-            "--api-addr",
-            "0.0.0.0:8443",
-            "--quic-addr",
-            "0.0.0.0:9443",
-            "--tunnel-addr",
-            "0.0.0.0:8001",
-            "--health-addr",
-            "0.0.0.0:8080",
-            "--advertise-url",
-            "https://127.0.0.1:8443",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = riptides_chaos_tests::product::controlplane_args(&cp_dir, "example.com");
         args.extend(cp_args.iter().map(|s| s.to_string()));
         let cp_proc = cp
             .command(bin("riptides-controlplane"))
@@ -102,7 +84,7 @@ impl Fixture {
             .spawn()
             .unwrap();
         let pin = wait_until("the control plane", Duration::from_secs(20), || {
-            cp_proc.log().split_whitespace().skip_while(|w| *w != "pin").nth(1).map(str::to_owned)
+            riptides_chaos_tests::product::ca_pin_in_log(&cp_proc.log())
         });
         let mut f = Fixture { dir, cp, a, b, cp_proc, daemons: Vec::new(), pin, topo };
         f.apply(policy);
@@ -113,24 +95,14 @@ impl Fixture {
             let host = if id == "node-a" { f.a.clone() } else { f.b.clone() };
             let daemon = host
                 .command(bin("riptides-daemon"))
-                .args([
-                    "--controlplane",
-                    &format!("{}:9443", f.cp.addr()),
-                    "--controlplane-tunnel",
-                    &format!("{}:8001", f.cp.addr()),
-                    "--trust-domain",
+                .args(riptides_chaos_tests::product::daemon_args(
+                    f.cp.addr(),
                     "example.com",
-                    "--ca-pin",
                     &f.pin,
-                    "--join-token",
                     &token,
-                    "--data-dir",
-                    &f.dir.path().join(id).display().to_string(),
-                    "--admin-addr",
-                    "127.0.0.1:15000",
-                    "--dataplane",
+                    &f.dir.path().join(id),
                     "userspace",
-                ])
+                ))
                 .env("RUST_LOG", "info")
                 .output_to(OutputTo::TempLog)
                 .spawn()
