@@ -40,6 +40,7 @@ pub mod uapi {
         RIPTIDES_EXE_MAX_LEN: usize = 1024;
         RIPTIDES_HANDSHAKE_TIMEOUT_MIN_MS: u32 = 100;
         RIPTIDES_HANDSHAKE_TIMEOUT_MAX_MS: u32 = 60000;
+        RIPTIDES_MAX_PENDING: usize = 4096;
 
         // enum riptides_cmd
         RIPTIDES_CMD_UNSPEC: u8 = 0;
@@ -72,8 +73,24 @@ pub mod uapi {
         RIPTIDES_ATTR_SOCKFD: u16 = 12;
         RIPTIDES_ATTR_STATS: u16 = 13;
         RIPTIDES_ATTR_PAD: u16 = 14;
-        __RIPTIDES_ATTR_MAX: u16 = 15;
-        RIPTIDES_ATTR_MAX: u16 = 14;
+        RIPTIDES_ATTR_DIRECTION: u16 = 15;
+        RIPTIDES_ATTR_LOCAL_ADDR: u16 = 16;
+        RIPTIDES_ATTR_LOCAL_PORT: u16 = 17;
+        RIPTIDES_ATTR_PEER_ADDR: u16 = 18;
+        RIPTIDES_ATTR_PEER_PORT: u16 = 19;
+        RIPTIDES_ATTR_PID: u16 = 20;
+        RIPTIDES_ATTR_UID: u16 = 21;
+        RIPTIDES_ATTR_GID: u16 = 22;
+        RIPTIDES_ATTR_COMM: u16 = 23;
+        RIPTIDES_ATTR_EXE: u16 = 24;
+        RIPTIDES_ATTR_CGROUP_ID: u16 = 25;
+        RIPTIDES_ATTR_NETNS_COOKIE: u16 = 26;
+        RIPTIDES_ATTR_RULE_ID: u16 = 27;
+        RIPTIDES_ATTR_CONN_STATE: u16 = 28;
+        RIPTIDES_ATTR_EVENT: u16 = 29;
+        RIPTIDES_ATTR_KTLS: u16 = 30;
+        __RIPTIDES_ATTR_MAX: u16 = 31;
+        RIPTIDES_ATTR_MAX: u16 = 30;
 
         // enum riptides_pentry_attr
         RIPTIDES_PENTRY_ATTR_UNSPEC: u16 = 0;
@@ -105,8 +122,15 @@ pub mod uapi {
         RIPTIDES_STAT_ATTR_CMDS_REJECTED: u16 = 9;
         RIPTIDES_STAT_ATTR_CONNECTIONS: u16 = 10;
         RIPTIDES_STAT_ATTR_PAD: u16 = 11;
-        __RIPTIDES_STAT_ATTR_MAX: u16 = 12;
-        RIPTIDES_STAT_ATTR_MAX: u16 = 11;
+        RIPTIDES_STAT_ATTR_HANDSHAKES_REQUESTED: u16 = 12;
+        RIPTIDES_STAT_ATTR_HANDSHAKES_OK: u16 = 13;
+        RIPTIDES_STAT_ATTR_HANDSHAKES_FAILED: u16 = 14;
+        RIPTIDES_STAT_ATTR_HANDSHAKES_TIMED_OUT: u16 = 15;
+        RIPTIDES_STAT_ATTR_CONNS_NO_DAEMON: u16 = 16;
+        RIPTIDES_STAT_ATTR_CONNS_PASSTHROUGH: u16 = 17;
+        RIPTIDES_STAT_ATTR_DAEMON_CONNECTED: u16 = 18;
+        __RIPTIDES_STAT_ATTR_MAX: u16 = 19;
+        RIPTIDES_STAT_ATTR_MAX: u16 = 18;
 
         // enum riptides_fail_mode
         RIPTIDES_FAIL_CLOSED: u8 = 0;
@@ -131,6 +155,24 @@ pub mod uapi {
         RIPTIDES_VERDICT_DENY: u8 = 1;
         __RIPTIDES_VERDICT_MAX: u8 = 2;
         RIPTIDES_VERDICT_MAX: u8 = 1;
+
+        // enum riptides_conn_state
+        RIPTIDES_CONN_PENDING: u8 = 0;
+        RIPTIDES_CONN_HANDSHAKING: u8 = 1;
+        RIPTIDES_CONN_ESTABLISHED: u8 = 2;
+        RIPTIDES_CONN_PASSTHROUGH: u8 = 3;
+        RIPTIDES_CONN_REFUSED: u8 = 4;
+        __RIPTIDES_CONN_STATE_MAX: u8 = 5;
+        RIPTIDES_CONN_STATE_MAX: u8 = 4;
+
+        // enum riptides_event
+        RIPTIDES_EVENT_ESTABLISHED: u8 = 0;
+        RIPTIDES_EVENT_PASSTHROUGH: u8 = 1;
+        RIPTIDES_EVENT_REFUSED: u8 = 2;
+        RIPTIDES_EVENT_TIMED_OUT: u8 = 3;
+        RIPTIDES_EVENT_CLOSED: u8 = 4;
+        __RIPTIDES_EVENT_MAX: u8 = 5;
+        RIPTIDES_EVENT_MAX: u8 = 4;
     }
 }
 

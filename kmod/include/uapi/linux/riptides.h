@@ -32,6 +32,7 @@
 #define RIPTIDES_EXE_MAX_LEN		1024
 #define RIPTIDES_HANDSHAKE_TIMEOUT_MIN_MS	100
 #define RIPTIDES_HANDSHAKE_TIMEOUT_MAX_MS	60000
+#define RIPTIDES_MAX_PENDING		4096	/* held connections per network namespace */
 
 /* Commands. Daemon -> kernel unless noted. */
 enum riptides_cmd {
@@ -67,6 +68,23 @@ enum riptides_attr {
 	RIPTIDES_ATTR_SOCKFD,		/* u32 */
 	RIPTIDES_ATTR_STATS,		/* nested enum riptides_stat_attr (replies only) */
 	RIPTIDES_ATTR_PAD,
+	/* Connection context: HANDSHAKE_REQUEST, CONN_EVENT, HANDSHAKE_ACCEPT reply, dumps. */
+	RIPTIDES_ATTR_DIRECTION,	/* u8, enum riptides_direction (egress = TLS client) */
+	RIPTIDES_ATTR_LOCAL_ADDR,	/* binary, 4 or 16 bytes (network order) */
+	RIPTIDES_ATTR_LOCAL_PORT,	/* u16, host order */
+	RIPTIDES_ATTR_PEER_ADDR,	/* binary, 4 or 16 bytes (network order) */
+	RIPTIDES_ATTR_PEER_PORT,	/* u16, host order */
+	RIPTIDES_ATTR_PID,		/* u32, tgid of the process that connected/listened */
+	RIPTIDES_ATTR_UID,		/* u32, its uid (init user namespace) */
+	RIPTIDES_ATTR_GID,		/* u32, its gid */
+	RIPTIDES_ATTR_COMM,		/* NUL string, <= COMM_MAX_LEN */
+	RIPTIDES_ATTR_EXE,		/* NUL string, <= EXE_MAX_LEN (may be truncated) */
+	RIPTIDES_ATTR_CGROUP_ID,	/* u64, cgroup v2 id of the process */
+	RIPTIDES_ATTR_NETNS_COOKIE,	/* u64, cookie of the socket's network namespace */
+	RIPTIDES_ATTR_RULE_ID,		/* u32, policy entry that selected the socket */
+	RIPTIDES_ATTR_CONN_STATE,	/* u8, enum riptides_conn_state */
+	RIPTIDES_ATTR_EVENT,		/* u8, enum riptides_event (CONN_EVENT) */
+	RIPTIDES_ATTR_KTLS,		/* u8, 1 when kTLS (TCP_ULP "tls") is installed */
 	__RIPTIDES_ATTR_MAX,
 };
 #define RIPTIDES_ATTR_MAX (__RIPTIDES_ATTR_MAX - 1)
@@ -104,6 +122,13 @@ enum riptides_stat_attr {
 	RIPTIDES_STAT_ATTR_CMDS_REJECTED,	/* u64, refused by a handler after policy checks */
 	RIPTIDES_STAT_ATTR_CONNECTIONS,		/* u32, tracked connections */
 	RIPTIDES_STAT_ATTR_PAD,
+	RIPTIDES_STAT_ATTR_HANDSHAKES_REQUESTED,	/* u64 */
+	RIPTIDES_STAT_ATTR_HANDSHAKES_OK,	/* u64, released with kTLS */
+	RIPTIDES_STAT_ATTR_HANDSHAKES_FAILED,	/* u64, refused by the daemon or the verdict */
+	RIPTIDES_STAT_ATTR_HANDSHAKES_TIMED_OUT,	/* u64 */
+	RIPTIDES_STAT_ATTR_CONNS_NO_DAEMON,	/* u64, protected sockets seen with no daemon */
+	RIPTIDES_STAT_ATTR_CONNS_PASSTHROUGH,	/* u64, released in plaintext by verdict or fail-open */
+	RIPTIDES_STAT_ATTR_DAEMON_CONNECTED,	/* u8, a daemon is registered in this netns */
 	__RIPTIDES_STAT_ATTR_MAX,
 };
 #define RIPTIDES_STAT_ATTR_MAX (__RIPTIDES_STAT_ATTR_MAX - 1)
@@ -135,5 +160,34 @@ enum riptides_verdict {
 	__RIPTIDES_VERDICT_MAX,
 };
 #define RIPTIDES_VERDICT_MAX (__RIPTIDES_VERDICT_MAX - 1)
+
+/*
+ * Life of an intercepted connection. PENDING: held, HANDSHAKE_REQUEST multicast, waiting
+ * for HANDSHAKE_ACCEPT. HANDSHAKING: the daemon has the fd. ESTABLISHED: HANDSHAKE_DONE
+ * with status 0, verdict ALLOW and kTLS installed; the application is released.
+ * PASSTHROUGH: released in plaintext (SET_VERDICT ALLOW before accept, or fail-open).
+ * REFUSED: failed (daemon status, DENY, timeout, no daemon in fail-closed mode); the
+ * application's I/O fails with ECONNREFUSED and the TCP connection is reset.
+ */
+enum riptides_conn_state {
+	RIPTIDES_CONN_PENDING,
+	RIPTIDES_CONN_HANDSHAKING,
+	RIPTIDES_CONN_ESTABLISHED,
+	RIPTIDES_CONN_PASSTHROUGH,
+	RIPTIDES_CONN_REFUSED,
+	__RIPTIDES_CONN_STATE_MAX,
+};
+#define RIPTIDES_CONN_STATE_MAX (__RIPTIDES_CONN_STATE_MAX - 1)
+
+/* CONN_EVENT kinds. */
+enum riptides_event {
+	RIPTIDES_EVENT_ESTABLISHED,	/* handshake done, application released over kTLS */
+	RIPTIDES_EVENT_PASSTHROUGH,	/* released in plaintext */
+	RIPTIDES_EVENT_REFUSED,		/* refused (status carries the errno) */
+	RIPTIDES_EVENT_TIMED_OUT,	/* no HANDSHAKE_DONE within the timeout */
+	RIPTIDES_EVENT_CLOSED,		/* an intercepted socket was released */
+	__RIPTIDES_EVENT_MAX,
+};
+#define RIPTIDES_EVENT_MAX (__RIPTIDES_EVENT_MAX - 1)
 
 #endif /* _UAPI_LINUX_RIPTIDES_H */
