@@ -30,18 +30,9 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 }
 
 async fn readyz(State(ctx): State<Arc<Ctx>>) -> Response {
-    let reasons = ctx.shared.get().not_ready_reasons(SystemTime::now());
-    if reasons.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        let mut body = String::from("not ready:\n");
-        for r in reasons {
-            body.push_str("- ");
-            body.push_str(&r);
-            body.push('\n');
-        }
-        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
-    }
+    let (ready, body) = ctx.shared.get().readyz_body(SystemTime::now());
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, body).into_response()
 }
 
 /// Live connections of the dataplane: endpoints, mode, TLS version and group, both SPIFFE

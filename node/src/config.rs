@@ -48,21 +48,41 @@ impl DataplaneMode {
         }
     }
 
-    /// The dataplane actually used. `auto` stays `none` until the kernel path exists: the
-    /// userspace dataplane rewrites the host's nftables and is chosen explicitly.
+    /// The dataplane actually used: `auto` picks the kernel path when the `riptides` generic
+    /// netlink family is registered (riptides.ko loaded), else the userspace path; `kernel`
+    /// fails clearly without the module.
     pub fn resolve(self) -> anyhow::Result<DataplaneMode> {
+        self.resolve_with(crate::kernel::family_present)
+    }
+
+    /// [`DataplaneMode::resolve`] with the module check given (for tests).
+    pub fn resolve_with(self, family_present: impl FnOnce() -> bool) -> anyhow::Result<DataplaneMode> {
         match self {
             DataplaneMode::None => Ok(DataplaneMode::None),
             DataplaneMode::Userspace => Ok(DataplaneMode::Userspace),
             DataplaneMode::Auto => {
-                tracing::info!(
-                    "--dataplane auto resolves to `none` until the kernel dataplane exists; use --dataplane userspace \
-                     to enforce policy with nftables capture"
-                );
-                Ok(DataplaneMode::None)
+                if family_present() {
+                    tracing::info!(
+                        "--dataplane auto: the riptides kernel module is loaded: using the kernel dataplane"
+                    );
+                    Ok(DataplaneMode::Kernel)
+                } else {
+                    tracing::info!(
+                        "--dataplane auto: the riptides kernel module is not loaded: using the userspace dataplane \
+                         (nftables capture)"
+                    );
+                    Ok(DataplaneMode::Userspace)
+                }
             }
             DataplaneMode::Kernel => {
-                anyhow::bail!("--dataplane kernel is not implemented yet (use userspace, none, or auto)")
+                if family_present() {
+                    Ok(DataplaneMode::Kernel)
+                } else {
+                    anyhow::bail!(
+                        "--dataplane kernel: the riptides generic netlink family is not registered; load riptides.ko \
+                         (insmod riptides.ko / modprobe riptides) or use --dataplane userspace"
+                    )
+                }
             }
         }
     }
@@ -148,6 +168,8 @@ pub struct DaemonConfig {
     pub workload_ttl: Option<Duration>,
     /// Settings of the userspace dataplane (capture table, listener ports, timeouts).
     pub userspace: crate::userspace::UserspaceConfig,
+    /// Settings of the kernel dataplane's connector.
+    pub kernel: crate::kernel::KernelConfig,
 }
 
 impl DaemonConfig {
@@ -174,6 +196,7 @@ impl DaemonConfig {
             cert_tick: Duration::from_millis(250),
             workload_ttl: None,
             userspace: crate::userspace::UserspaceConfig::default(),
+            kernel: crate::kernel::KernelConfig::default(),
         }
     }
 
@@ -206,11 +229,14 @@ mod tests {
 
     #[test]
     fn dataplane_resolution() {
-        assert_eq!(DataplaneMode::Auto.resolve().unwrap(), DataplaneMode::None);
-        assert_eq!(DataplaneMode::None.resolve().unwrap(), DataplaneMode::None);
-        let e = DataplaneMode::Kernel.resolve().unwrap_err().to_string();
-        assert!(e.contains("not implemented"), "{e}");
-        assert_eq!(DataplaneMode::Userspace.resolve().unwrap(), DataplaneMode::Userspace);
+        assert_eq!(DataplaneMode::Auto.resolve_with(|| true).unwrap(), DataplaneMode::Kernel);
+        assert_eq!(DataplaneMode::Auto.resolve_with(|| false).unwrap(), DataplaneMode::Userspace);
+        assert_eq!(DataplaneMode::Kernel.resolve_with(|| true).unwrap(), DataplaneMode::Kernel);
+        let e = DataplaneMode::Kernel.resolve_with(|| false).unwrap_err().to_string();
+        assert!(e.contains("riptides.ko") && e.contains("--dataplane userspace"), "{e}");
+        // Explicit modes never look at the kernel.
+        assert_eq!(DataplaneMode::None.resolve_with(|| panic!("looked")).unwrap(), DataplaneMode::None);
+        assert_eq!(DataplaneMode::Userspace.resolve_with(|| panic!("looked")).unwrap(), DataplaneMode::Userspace);
         assert_eq!("none".parse::<DataplaneMode>().unwrap(), DataplaneMode::None);
         assert!("bogus".parse::<DataplaneMode>().is_err());
     }

@@ -23,6 +23,7 @@ pub mod config;
 pub mod datadir;
 pub mod dataplane;
 pub mod identity;
+pub mod kernel;
 pub mod link;
 pub mod metadata;
 pub mod policy;
@@ -93,6 +94,7 @@ pub struct Daemon {
     ctx: Arc<Ctx>,
     root: SupervisorHandle,
     userspace: Option<userspace::Userspace>,
+    kernel: Option<kernel::Kernel>,
 }
 
 impl Daemon {
@@ -125,17 +127,33 @@ impl Daemon {
         }
         let (credentials, creds_rx) = tokio::sync::watch::channel(userspace::Credentials::default());
         let connections = dataplane::table::ConnectionTable::new(dataplane::table::DEFAULT_CAPACITY);
+        tracing::info!(requested = %config.dataplane, dataplane = %dataplane, "dataplane selected");
         let userspace = match dataplane {
             DataplaneMode::Userspace => Some(
-                userspace::Userspace::start(config.userspace.clone(), creds_rx, connections.clone())
+                userspace::Userspace::start(config.userspace.clone(), creds_rx.clone(), connections.clone())
                     .await
                     .context("starting the userspace dataplane")?,
             ),
             _ => None,
         };
-        let connector: Arc<dyn policy_actor::Connector> = match &userspace {
-            Some(u) => Arc::new(u.clone()),
-            None => Arc::new(NoDataplane),
+        let kernel = match dataplane {
+            DataplaneMode::Kernel => Some(
+                kernel::Kernel::start(
+                    config.kernel.clone(),
+                    config.trust_domain.to_string(),
+                    shared.clone(),
+                    creds_rx,
+                    connections.clone(),
+                )
+                .await
+                .context("starting the kernel dataplane")?,
+            ),
+            _ => None,
+        };
+        let connector: Arc<dyn policy_actor::Connector> = match (&userspace, &kernel) {
+            (Some(u), _) => Arc::new(u.clone()),
+            (None, Some(k)) => Arc::new(k.clone()),
+            (None, None) => Arc::new(NoDataplane),
         };
         let ctx = Arc::new(Ctx { root: root.clone(), config, data, shared, credentials, connections });
         let backoff = Backoff::fixed_growth(Duration::from_millis(100), Duration::from_secs(10), 2.0);
@@ -151,7 +169,7 @@ impl Daemon {
             Supervisor::start(root.clone(), SupervisorConfig::with_budget(20, Duration::from_secs(60)), children)
                 .await
                 .with_context(|| format!("starting the daemon's actor tree {root}"))?;
-        Ok(Daemon { ctx, root: handle, userspace })
+        Ok(Daemon { ctx, root: handle, userspace, kernel })
     }
 
     /// The registered name of the root supervisor (unique per process).
@@ -250,6 +268,9 @@ impl Daemon {
         let exit = self.root.shutdown(Some("daemon shutdown".into())).await;
         if let Some(u) = &self.userspace {
             u.stop().await;
+        }
+        if let Some(k) = &self.kernel {
+            k.stop().await;
         }
         exit
     }

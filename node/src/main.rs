@@ -39,7 +39,8 @@ struct Args {
     /// Admin listener: /healthz, /readyz, /metrics, /config_dump.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN_ADDR)]
     admin_addr: SocketAddr,
-    /// Dataplane: auto|kernel|userspace|none (only `none` exists yet; `auto` resolves to it).
+    /// Dataplane: auto|kernel|userspace|none. `auto` uses the kernel module (riptides.ko) when it is
+    /// loaded, else the userspace dataplane (nftables capture); /readyz says which.
     #[arg(long, value_name = "MODE", default_value = "auto")]
     dataplane: DataplaneMode,
     /// Log filter (RUST_LOG syntax).

@@ -11,7 +11,8 @@ use crate::policy::{wanted_identities, Applied, PolicyState, WantedIdentity};
 use crate::session::SessionMsg;
 use crate::Ctx;
 
-/// The dataplane the policy is handed to. Only [`NoDataplane`] exists in this release.
+/// The dataplane the policy is handed to: [`NoDataplane`], the userspace dataplane
+/// ([`crate::userspace::Userspace`]) or the kernel connector ([`crate::kernel::Kernel`]).
 pub trait Connector: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn apply(&self, revision: u64, document: &PolicyDocument);

@@ -74,6 +74,11 @@ pub struct Status {
     pub last_error: Option<String>,
     pub admin_addr: Option<SocketAddr>,
     pub started_at: SystemTime,
+    /// Why the dataplane cannot enforce policy right now (e.g. the kernel connector lost the
+    /// module); makes `/readyz` fail.
+    pub dataplane_problem: Option<String>,
+    /// The dataplane's own health detail for `/config_dump` (kernel: the module's stats).
+    pub dataplane_detail: serde_json::Value,
 }
 
 impl Status {
@@ -97,6 +102,8 @@ impl Status {
             last_error: None,
             admin_addr: None,
             started_at: SystemTime::now(),
+            dataplane_problem: None,
+            dataplane_detail: serde_json::Value::Null,
         }
     }
 
@@ -139,7 +146,26 @@ impl Status {
         if let Some(p) = &self.problem {
             out.push(p.message().to_owned());
         }
+        if let Some(p) = &self.dataplane_problem {
+            out.push(format!("{} dataplane: {p}", self.dataplane));
+        }
         out
+    }
+
+    /// The `/readyz` body: `ready` or `not ready:` with one reason a line, then the dataplane
+    /// in use (`dataplane: kernel|userspace|none`).
+    pub fn readyz_body(&self, now: SystemTime) -> (bool, String) {
+        let reasons = self.not_ready_reasons(now);
+        let mut body = if reasons.is_empty() { String::from("ready\n") } else { String::from("not ready:\n") };
+        for r in &reasons {
+            body.push_str("- ");
+            body.push_str(r);
+            body.push('\n');
+        }
+        body.push_str("dataplane: ");
+        body.push_str(&self.dataplane);
+        body.push('\n');
+        (reasons.is_empty(), body)
     }
 
     /// The `/config_dump` document: policy revision, trust domain, identities (never keys).
@@ -149,6 +175,8 @@ impl Status {
             "spiffeID": self.spiffe_id,
             "trustDomain": self.trust_domain,
             "dataplane": self.dataplane,
+            "dataplaneProblem": self.dataplane_problem,
+            "dataplaneDetail": self.dataplane_detail,
             "connected": self.connected,
             "transport": self.transport.map(|t| t.to_string()),
             "policy": {
