@@ -95,6 +95,132 @@ pub(crate) async fn record(
     }
 }
 
+/// How a method may attest a daemon id that already has a `Daemon` (see
+/// [`super::methods::Reattestation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClaimRule {
+    /// Trust on first use: only a retry with the same key.
+    FirstUseOnly,
+    /// Any new proof; the same bearer token only with the same key.
+    NewProof,
+}
+
+/// Atomically claims the daemon id for an attestation by `node` and records
+/// `status.attestation`: creates the `Daemon` if it does not exist, otherwise applies `rule`.
+/// A `Daemon` admitted by another Verifier is never taken over. Of concurrent claims for a
+/// first-use id exactly one succeeds.
+pub(crate) async fn claim(
+    store: &dyn Store,
+    namespace: &str,
+    node: &VerifiedNode,
+    method: &'static str,
+    key: Option<&str>,
+    proof: Option<&str>,
+    rule: ClaimRule,
+    now: SystemTime,
+) -> Result<(), AttestError> {
+    let rt = daemons()?;
+    let key_obj = ObjectKey::new(rt.store_key(), namespace, &node.daemon_id);
+    let now_s = crate::api::rfc3339(now);
+    let mut attestation = json!({ "method": method, "at": now_s });
+    if let Some(k) = key {
+        attestation["key"] = json!(k);
+    }
+    if let Some(p) = proof {
+        attestation["proof"] = json!(p);
+    }
+    let mut spec = json!({ "id": node.daemon_id, "spiffeID": node.spiffe_id.as_str(), "verifier": node.verifier });
+    if let Some(g) = &node.group {
+        spec["group"] = json!(g);
+    }
+    let uid = new_uid()?;
+    let id = node.daemon_id.clone();
+    let mut failure: Option<AttestError> = None;
+    store
+        .update_with(&key_obj, |current| {
+            failure = None;
+            let Some(obj) = current else {
+                let v = json!({
+                    "apiVersion": rt.api_version(),
+                    "kind": rt.kind,
+                    "metadata": { "name": id, "namespace": namespace, "uid": uid, "creationTimestamp": now_s, "generation": 1 },
+                    "spec": spec,
+                    "status": { "attestation": attestation },
+                });
+                return match to_stored(v) {
+                    Ok(b) => Ok(Some(b)),
+                    Err(e) => {
+                        failure = Some(e);
+                        Ok(None)
+                    }
+                };
+            };
+            let mut v: Value = match serde_json::from_slice(&obj.value) {
+                Ok(v) => v,
+                Err(e) => {
+                    failure = Some(AttestError::Internal(format!("stored Daemon {id} is unreadable: {e}")));
+                    return Ok(None);
+                }
+            };
+            if v["spec"]["verifier"].as_str() != Some(node.verifier.as_str()) {
+                failure = Some(AttestError::AlreadyAttested(format!(
+                    "daemon id {id} belongs to a daemon admitted by another verifier"
+                )));
+                return Ok(None);
+            }
+            let prev = &v["status"]["attestation"];
+            let same_key = key.is_some() && prev["key"].as_str() == key;
+            match rule {
+                ClaimRule::FirstUseOnly if same_key => return Ok(None),
+                ClaimRule::FirstUseOnly => {
+                    failure = Some(AttestError::AlreadyAttested(format!(
+                        "daemon {id} was already attested with this proof (trust on first use); \
+                         delete the Daemon resource to allow a new attestation"
+                    )));
+                    return Ok(None);
+                }
+                ClaimRule::NewProof if proof.is_some() && prev["proof"].as_str() == proof && !same_key => {
+                    failure = Some(AttestError::InvalidProof {
+                        method,
+                        check: "replay".into(),
+                        detail: format!("this token already attested daemon {id} with another key"),
+                    });
+                    return Ok(None);
+                }
+                ClaimRule::NewProof => {}
+            }
+            if !v["status"].is_object() {
+                v["status"] = json!({});
+            }
+            v["status"]["attestation"] = attestation.clone();
+            match to_stored(v) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) => {
+                    failure = Some(e);
+                    Ok(None)
+                }
+            }
+        })
+        .await?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The `status.attestation` of daemon `id`, if it exists (read-only pre-check).
+pub(crate) async fn attestation_of(
+    store: &dyn Store,
+    namespace: &str,
+    id: &str,
+) -> Result<Option<(Option<String>, Value)>, AttestError> {
+    let rt = daemons()?;
+    let Some(obj) = store.get(&ObjectKey::new(rt.store_key(), namespace, id)).await? else { return Ok(None) };
+    let v: Value = serde_json::from_slice(&obj.value)
+        .map_err(|e| AttestError::Internal(format!("stored Daemon {id} is unreadable: {e}")))?;
+    Ok(Some((v["spec"]["verifier"].as_str().map(str::to_owned), v["status"]["attestation"].clone())))
+}
+
 /// The stored Daemon with a new spec and attestation status.
 fn updated(stored: &[u8], spec: &Value, host: &BTreeMap<String, String>, now_s: &str) -> Result<Value, AttestError> {
     let mut v: Value = serde_json::from_slice(stored)

@@ -93,7 +93,9 @@ impl JoinTokenVerifier {
     /// Splits `<name>.<secret>`. Anything malformed is [`AttestError::InvalidToken`], like an
     /// unknown token.
     fn parse(proof: &AttestationProof) -> Result<Presented<'_>, AttestError> {
-        let AttestationProof::JoinToken(token) = proof;
+        let AttestationProof::JoinToken(token) = proof else {
+            return Err(AttestError::InvalidToken);
+        };
         if token.len() > MAX_TOKEN_LEN {
             return Err(AttestError::InvalidToken);
         }
@@ -119,7 +121,7 @@ fn is_expired(expires_at: &str, now: SystemTime) -> Result<bool, Refusal> {
 }
 
 /// Valid both as a `Daemon` object name (DNS subdomain) and as one SPIFFE path segment.
-fn valid_daemon_id(id: &str) -> bool {
+pub(crate) fn valid_daemon_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id.split('.').all(|label| {

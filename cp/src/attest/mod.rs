@@ -6,7 +6,9 @@
 //!
 //! - [`Attestor`]: a daemon proves itself (join token first), sends a CSR and gets its SVID
 //!   `spiffe://<td>/riptides/daemon/<id>` plus the trust bundle; a `Daemon` resource records it.
-//! - [`NodeVerifier`]: one implementation per `Verifier` method ([`JoinTokenVerifier`] today).
+//! - [`NodeVerifier`]: one implementation per kind of proof: [`JoinTokenVerifier`], and
+//!   [`ProofVerifier`] for the cloud, Kubernetes, JWT and proof-of-possession methods
+//!   (`methods/`, with [`jose`] for JWTs and [`sshcert`] for OpenSSH certificates).
 //! - [`Authorizer`]: a daemon may get workload SVIDs only for the `workloadID`s of
 //!   WorkloadIdentities scoped to it (by daemon id or daemon group).
 //! - [`SigningPool`]: every signature runs under one semaphore, so a burst of CSRs queues
@@ -28,8 +30,11 @@
 mod authorize;
 mod daemon;
 mod join_token;
+pub mod jose;
+pub mod methods;
 mod pool;
 mod rate_limit;
+pub mod sshcert;
 mod verifier;
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +52,7 @@ use crate::store::{Store, StoreError};
 
 pub use authorize::{Authorizer, AuthorizerConfig};
 pub use join_token::{hash_secret, JoinTokenVerifier, RANDOM_ID_LEN};
+pub use methods::{reattestation, ProofVerifier, Reattestation};
 pub use pool::{SigningPermit, SigningPool, MAX_CSR_BYTES};
 pub use rate_limit::{BucketConfig, RateLimitConfig, RateLimiter};
 pub use verifier::{
@@ -81,6 +87,14 @@ pub enum AttestError {
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A proof of a cloud, Kubernetes, JWT or proof-of-possession method failed a check.
+    /// `check` names it (signature, audience, exp, account, requiredMetadata...); `detail`
+    /// never holds a token, a signature or a key.
+    #[error("invalid {method} proof: {check} check failed: {detail}")]
+    InvalidProof { method: &'static str, check: String, detail: String },
+    /// A trust-on-first-use proof already attested a daemon (or its daemon id is taken).
+    #[error("already attested: {0}")]
+    AlreadyAttested(String),
 }
 
 impl AttestError {
@@ -96,6 +110,8 @@ impl AttestError {
             AttestError::Misconfigured(_) => "misconfigured",
             AttestError::Store(_) => "store",
             AttestError::Internal(_) => "internal",
+            AttestError::InvalidProof { .. } => "invalid_proof",
+            AttestError::AlreadyAttested(_) => "already_attested",
         }
     }
 
@@ -105,22 +121,60 @@ impl AttestError {
     }
 }
 
-/// What a daemon presents to prove who it is. One variant per supported method.
+/// What a daemon presents to prove who it is. One variant per supported kind of proof; all
+/// but join tokens may name the Verifier to check them against (`None`: the only Verifier of
+/// that method in the namespace).
 #[derive(Clone, PartialEq, Eq)]
 pub enum AttestationProof {
     /// `<name>.<secret>` as printed by `riptides token create`.
     JoinToken(String),
+    /// An AWS instance identity document and its base64 RSA/SHA-256 signature.
+    AwsIid { verifier: Option<String>, document: String, signature: String },
+    /// A GCP instance identity token.
+    GcpIit { verifier: Option<String>, token: String },
+    /// A Kubernetes service-account token.
+    K8sSat { verifier: Option<String>, token: String },
+    /// A JWT/OIDC token (methods `JWT` and `GitHubActions`).
+    Jwt { verifier: Option<String>, token: String },
+    /// An X.509 chain (leaf first) and the leaf key's signature over the challenge `nonce`
+    /// the control plane issued on this attempt.
+    X509Pop { verifier: Option<String>, chain_der: Vec<Vec<u8>>, nonce: Vec<u8>, signature: Vec<u8> },
+    /// An OpenSSH host certificate and the host key's signature (SSH signature blob) over the
+    /// challenge `nonce`.
+    SshPop { verifier: Option<String>, certificate: String, nonce: Vec<u8>, signature: Vec<u8> },
 }
 
 impl AttestationProof {
+    /// The kind of proof; the Attestor picks its verifier by this. `JWT` covers both the
+    /// `JWT` and the `GitHubActions` methods.
     pub fn method(&self) -> VerifierMethod {
         match self {
             AttestationProof::JoinToken(_) => VerifierMethod::JoinToken,
+            AttestationProof::AwsIid { .. } => VerifierMethod::AwsIid,
+            AttestationProof::GcpIit { .. } => VerifierMethod::GcpIit,
+            AttestationProof::K8sSat { .. } => VerifierMethod::K8sSat,
+            AttestationProof::Jwt { .. } => VerifierMethod::Jwt,
+            AttestationProof::X509Pop { .. } => VerifierMethod::X509CertPop,
+            AttestationProof::SshPop { .. } => VerifierMethod::SshCertPop,
+        }
+    }
+
+    /// The Verifier the proof names, if any.
+    pub fn verifier(&self) -> Option<&str> {
+        match self {
+            AttestationProof::JoinToken(_) => None,
+            AttestationProof::AwsIid { verifier, .. }
+            | AttestationProof::GcpIit { verifier, .. }
+            | AttestationProof::K8sSat { verifier, .. }
+            | AttestationProof::Jwt { verifier, .. }
+            | AttestationProof::X509Pop { verifier, .. }
+            | AttestationProof::SshPop { verifier, .. } => verifier.as_deref(),
         }
     }
 }
 
-/// Never prints a secret: only the token name (the part before the dot) is shown.
+/// Never prints a secret: only the token name (the part before the dot) of a join token, and
+/// only sizes of other proofs.
 impl fmt::Debug for AttestationProof {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -128,6 +182,12 @@ impl fmt::Debug for AttestationProof {
                 let name = t.split_once('.').map_or("<malformed>", |(n, _)| n);
                 write!(f, "JoinToken({name}.<redacted>)")
             }
+            AttestationProof::AwsIid { document, .. } => write!(f, "AwsIid(<{} byte document>)", document.len()),
+            AttestationProof::GcpIit { token, .. }
+            | AttestationProof::K8sSat { token, .. }
+            | AttestationProof::Jwt { token, .. } => write!(f, "{:?}(<{} byte token>)", self.method(), token.len()),
+            AttestationProof::X509Pop { chain_der, .. } => write!(f, "X509Pop(<{} certificates>)", chain_der.len()),
+            AttestationProof::SshPop { certificate, .. } => write!(f, "SshPop(<{} bytes>)", certificate.len()),
         }
     }
 }
@@ -188,6 +248,9 @@ impl Attestor {
         let limiter = RateLimiter::new(config.rate_limit.clone());
         let mut verifiers: HashMap<VerifierMethod, Arc<dyn NodeVerifier>> = HashMap::new();
         verifiers.insert(VerifierMethod::JoinToken, Arc::new(join));
+        for v in ProofVerifier::all(store.clone(), &config.namespace) {
+            verifiers.insert(v.method(), v);
+        }
         Attestor { store, pool, config, limiter, verifiers }
     }
 

@@ -78,8 +78,7 @@ pub(crate) fn builtin_default() -> VerifierSpec {
     VerifierSpec {
         method: VerifierMethod::JoinToken,
         workload_id_template: Some(DEFAULT_DAEMON_TEMPLATE.to_owned()),
-        daemon_group: None,
-        join_token: None,
+        ..VerifierSpec::default()
     }
 }
 

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use riptides_wire::proto::messages::{AttestResponse, ErrorCode, ProtoError, Request, Response, SvidMsg};
+use riptides_wire::proto::messages::{
+    AttestChallengeMsg, AttestResponse, ErrorCode, HostInfo, ProofAttestRequest, ProofMsg, ProtoError, Request,
+    Response, SvidMsg,
+};
 use riptides_wire::proto::{read_frame_timeout, write_frame, FrameError};
 use riptides_wire::transport::BiStream;
 use tokio::sync::mpsc;
@@ -24,6 +27,8 @@ fn error_code(e: &AttestError) -> ErrorCode {
         AttestError::Unauthorized(_) => ErrorCode::Unauthorized,
         AttestError::InvalidCsr(_) => ErrorCode::InvalidCsr,
         AttestError::Misconfigured(_) | AttestError::Store(_) | AttestError::Internal(_) => ErrorCode::Internal,
+        AttestError::InvalidProof { .. } => ErrorCode::InvalidProof,
+        AttestError::AlreadyAttested(_) => ErrorCode::AlreadyAttested,
     }
 }
 
@@ -44,6 +49,76 @@ fn svid_msg(svid: &Svid) -> SvidMsg {
         spiffe_id: svid.spiffe_id.to_string(),
         chain_der: svid.chain.iter().map(|c| c.as_ref().to_vec()).collect(),
         not_after_unix: svid.not_after.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+    }
+}
+
+fn host_map(h: &HostInfo) -> BTreeMap<String, String> {
+    let mut host: BTreeMap<String, String> = h.labels.iter().cloned().collect();
+    for (k, v) in [
+        ("hostname", &h.hostname),
+        ("os", &h.os),
+        ("kernel", &h.kernel),
+        ("arch", &h.arch),
+        ("version", &h.daemon_version),
+    ] {
+        host.insert(k.to_owned(), v.clone());
+    }
+    host
+}
+
+fn attested(r: Result<crate::attest::Attested, AttestError>) -> Response {
+    match r {
+        Ok(att) => Response::Attested(AttestResponse {
+            daemon_id: att.daemon_id,
+            spiffe_id: att.spiffe_id.to_string(),
+            svid_chain_der: att.svid.chain.iter().map(|c| c.as_ref().to_vec()).collect(),
+            bundle: bundle_msg(&att.bundle),
+        }),
+        Err(e) => refuse(&e),
+    }
+}
+
+/// [`Request::AttestProof`]: for the proof-of-possession methods, a challenge round on this
+/// stream first (the nonce lives only here, so it answers exactly this attempt), then the
+/// attestor.
+async fn attest_proof(stream: &mut BiStream, ctx: &EndpointContext, source: &str, a: ProofAttestRequest) -> Response {
+    let host = host_map(&a.host);
+    let verifier = a.verifier;
+    let proof = match a.proof {
+        ProofMsg::JoinToken(t) => AttestationProof::JoinToken(t),
+        ProofMsg::AwsIid { document, signature } => AttestationProof::AwsIid { verifier, document, signature },
+        ProofMsg::GcpIit(token) => AttestationProof::GcpIit { verifier, token },
+        ProofMsg::K8sSat(token) => AttestationProof::K8sSat { verifier, token },
+        ProofMsg::Jwt(token) => AttestationProof::Jwt { verifier, token },
+        ProofMsg::X509Pop { chain_der } => match challenge_round(stream, ctx).await {
+            Ok((nonce, signature)) => AttestationProof::X509Pop { verifier, chain_der, nonce, signature },
+            Err(r) => return r,
+        },
+        ProofMsg::SshPop { certificate } => match challenge_round(stream, ctx).await {
+            Ok((nonce, signature)) => AttestationProof::SshPop { verifier, certificate, nonce, signature },
+            Err(r) => return r,
+        },
+    };
+    attested(ctx.attestor.attest(source, &proof, &a.csr_der, host, SystemTime::now()).await)
+}
+
+/// Sends a fresh nonce and reads the daemon's signature over it: `(nonce, signature)`.
+async fn challenge_round(stream: &mut BiStream, ctx: &EndpointContext) -> Result<(Vec<u8>, Vec<u8>), Response> {
+    let mut nonce = vec![0u8; 32];
+    if aws_lc_rs::rand::fill(&mut nonce).is_err() {
+        return Err(refuse(&AttestError::Internal("the system random generator failed".into())));
+    }
+    let challenge = Response::Challenge(AttestChallengeMsg { nonce: nonce.clone() });
+    if let Err(e) = write_frame(&mut stream.send, &challenge, &ctx.frames).await {
+        return Err(Response::Error(ProtoError::new(ErrorCode::BadRequest, format!("sending the challenge: {e}"))));
+    }
+    match read_frame_timeout::<Request, _>(&mut stream.recv, &ctx.frames, REQUEST_TIMEOUT).await {
+        Ok(Request::ChallengeAnswer(c)) => Ok((nonce, c.signature)),
+        Ok(other) => Err(Response::Error(ProtoError::new(
+            ErrorCode::BadRequest,
+            format!("expected ChallengeAnswer after the challenge, got {}", other.kind()),
+        ))),
+        Err(e) => Err(Response::Error(ProtoError::new(ErrorCode::BadRequest, format!("challenge answer: {e}")))),
     }
 }
 
@@ -85,29 +160,13 @@ pub(super) async fn handle_stream(
     let response = match (&peer, req) {
         (_, Request::Ping) => Response::Pong,
         (Peer::Bootstrap, Request::Attest(a)) => {
-            let mut host: BTreeMap<String, String> = a.host.labels.iter().cloned().collect();
-            for (k, v) in [
-                ("hostname", &a.host.hostname),
-                ("os", &a.host.os),
-                ("kernel", &a.host.kernel),
-                ("arch", &a.host.arch),
-                ("version", &a.host.daemon_version),
-            ] {
-                host.insert(k.to_owned(), v.clone());
-            }
-            match ctx
-                .attestor
-                .attest(&source, &AttestationProof::JoinToken(a.token.clone()), &a.csr_der, host, now)
-                .await
-            {
-                Ok(att) => Response::Attested(AttestResponse {
-                    daemon_id: att.daemon_id,
-                    spiffe_id: att.spiffe_id.to_string(),
-                    svid_chain_der: att.svid.chain.iter().map(|c| c.as_ref().to_vec()).collect(),
-                    bundle: bundle_msg(&att.bundle),
-                }),
-                Err(e) => refuse(&e),
-            }
+            let host = host_map(&a.host);
+            let proof = AttestationProof::JoinToken(a.token.clone());
+            attested(ctx.attestor.attest(&source, &proof, &a.csr_der, host, now).await)
+        }
+        (Peer::Bootstrap, Request::AttestProof(a)) => attest_proof(&mut stream, &ctx, &source, a).await,
+        (_, Request::ChallengeAnswer(_)) => {
+            Response::Error(ProtoError::new(ErrorCode::BadRequest, "a challenge answer without a challenge"))
         }
         (Peer::Bootstrap, _) => Response::Error(ProtoError::new(
             ErrorCode::Unauthorized,
@@ -116,7 +175,7 @@ pub(super) async fn handle_stream(
         (Peer::Other(id), _) => {
             Response::Error(ProtoError::new(ErrorCode::Unauthorized, format!("{id} is not a daemon identity")))
         }
-        (Peer::Daemon { .. }, Request::Attest(_)) => Response::Error(ProtoError::new(
+        (Peer::Daemon { .. }, Request::Attest(_) | Request::AttestProof(_)) => Response::Error(ProtoError::new(
             ErrorCode::BadRequest,
             "this daemon is already attested; renew its SVID instead",
         )),

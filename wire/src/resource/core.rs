@@ -186,6 +186,9 @@ pub struct DaemonStatus {
     pub transport: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub host: BTreeMap<String, String>,
+    /// How it last attested (methods other than join tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<super::auth::DaemonAttestation>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -218,7 +218,21 @@ pub(super) fn credential_binding(s: &CredentialBindingSpec, ctx: &ValidationCont
 pub(super) fn verifier(s: &VerifierSpec, ctx: &ValidationContext, errors: &mut Errors) {
     if let Some(t) = &s.workload_id_template {
         match template_placeholders(t) {
-            Ok(filled) => workload_path("spec.workloadIDTemplate", &filled, ctx, errors),
+            Ok((filled, names)) => {
+                workload_path("spec.workloadIDTemplate", &filled, ctx, errors);
+                if let Some(known) = s.method.claims() {
+                    for n in names.iter().filter(|n| !known.contains(&n.as_str())) {
+                        errors.push(FieldError::new(
+                            "spec.workloadIDTemplate",
+                            format!(
+                                "method {} provides no claim {n:?} (it provides {})",
+                                s.method.as_str(),
+                                known.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
             Err(e) => errors.push(FieldError::new("spec.workloadIDTemplate", e)),
         }
     }
@@ -227,8 +241,161 @@ pub(super) fn verifier(s: &VerifierSpec, ctx: &ValidationContext, errors: &mut E
             errors.push(FieldError::new("spec.daemonGroup", e));
         }
     }
-    if s.join_token.is_some() && s.method != VerifierMethod::JoinToken {
-        errors.push(FieldError::new("spec.joinToken", "only applies to method joinToken"));
+    for (k, v) in &s.required_metadata {
+        let at = format!("spec.requiredMetadata.{k}");
+        if k.is_empty() || k.len() > 128 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+            errors.push(FieldError::new(&at, "claim names are 1-128 letters, digits, '_', '.' or '-'"));
+        } else if let Some(known) = s.method.claims() {
+            if !known.contains(&k.as_str()) {
+                errors.push(FieldError::new(&at, format!("method {} provides no claim {k:?}", s.method.as_str())));
+            }
+        }
+        if v.is_empty() || v.len() > 1024 || v.chars().any(char::is_control) {
+            errors.push(FieldError::new(&at, "must be 1-1024 characters without control characters"));
+        }
+    }
+    let m = s.method;
+    // Each method's settings block, required for it and refused for the others.
+    let blocks: [(&str, bool, bool); 7] = [
+        ("spec.joinToken", s.join_token.is_some(), m == VerifierMethod::JoinToken),
+        ("spec.awsIID", s.aws_iid.is_some(), m == VerifierMethod::AwsIid),
+        ("spec.gcpIIT", s.gcp_iit.is_some(), m == VerifierMethod::GcpIit),
+        ("spec.k8sSAT", s.k8s_sat.is_some(), m == VerifierMethod::K8sSat),
+        ("spec.jwt", s.jwt.is_some(), matches!(m, VerifierMethod::Jwt | VerifierMethod::GitHubActions)),
+        ("spec.x509CertPOP", s.x509_cert_pop.is_some(), m == VerifierMethod::X509CertPop),
+        ("spec.sshCertPOP", s.ssh_cert_pop.is_some(), m == VerifierMethod::SshCertPop),
+    ];
+    for (field, present, applies) in blocks {
+        if present && !applies {
+            errors.push(FieldError::new(field, format!("does not apply to method {}", m.as_str())));
+        }
+        if !present && applies && field != "spec.joinToken" {
+            errors.push(FieldError::new(field, format!("is required for method {}", m.as_str())));
+        }
+    }
+    if let Some(a) = &s.aws_iid {
+        pem_certs("spec.awsIID.certificates", &a.certificates, errors);
+        for (i, acct) in a.accounts.iter().enumerate() {
+            if acct.len() != 12 || !acct.bytes().all(|b| b.is_ascii_digit()) {
+                errors.push(FieldError::new(format!("spec.awsIID.accounts[{i}]"), "must be a 12-digit AWS account id"));
+            }
+        }
+        for (i, r) in a.regions.iter().enumerate() {
+            if let Err(e) = dns_label(r) {
+                errors.push(FieldError::new(format!("spec.awsIID.regions[{i}]"), e));
+            }
+        }
+    }
+    if let Some(g) = &s.gcp_iit {
+        jwks("spec.gcpIIT.jwks", &g.jwks, errors);
+        non_empty("spec.gcpIIT.audience", &g.audience, errors);
+        if let Some(iss) = &g.issuer {
+            url("spec.gcpIIT.issuer", iss, errors);
+        }
+        for (i, p) in g.projects.iter().enumerate() {
+            non_empty(&format!("spec.gcpIIT.projects[{i}]"), p, errors);
+        }
+    }
+    if let Some(k) = &s.k8s_sat {
+        if let Err(e) = dns_label(&k.cluster) {
+            errors.push(FieldError::new("spec.k8sSAT.cluster", e));
+        }
+        url("spec.k8sSAT.issuer", &k.issuer, errors);
+        jwks("spec.k8sSAT.jwks", &k.jwks, errors);
+        audiences("spec.k8sSAT.audiences", &k.audiences, errors);
+        for (i, sa) in k.service_accounts.iter().enumerate() {
+            let ok = sa.split_once(':').is_some_and(|(ns, n)| dns_label(ns).is_ok() && dns_subdomain(n).is_ok());
+            if !ok {
+                errors.push(FieldError::new(format!("spec.k8sSAT.serviceAccounts[{i}]"), "must be namespace:name"));
+            }
+        }
+    }
+    if let Some(j) = &s.jwt {
+        match (&j.issuer, m) {
+            (Some(iss), _) => url("spec.jwt.issuer", iss, errors),
+            (None, VerifierMethod::Jwt) => {
+                errors.push(FieldError::new("spec.jwt.issuer", "is required for method JWT"))
+            }
+            _ => {}
+        }
+        jwks("spec.jwt.jwks", &j.jwks, errors);
+        audiences("spec.jwt.audiences", &j.audiences, errors);
+        for (i, c) in j.daemon_id_claims.iter().enumerate() {
+            non_empty(&format!("spec.jwt.daemonIDClaims[{i}]"), c, errors);
+        }
+        if m == VerifierMethod::GitHubActions
+            && !["repository", "repository_id", "repository_owner", "repository_owner_id"]
+                .iter()
+                .any(|k| s.required_metadata.contains_key(*k))
+        {
+            errors.push(FieldError::new(
+                "spec.requiredMetadata",
+                "GitHubActions needs repository, repository_id, repository_owner or repository_owner_id: \
+                 otherwise any workflow on GitHub could attest",
+            ));
+        }
+    }
+    if let Some(x) = &s.x509_cert_pop {
+        pem_certs("spec.x509CertPOP.caBundle", &x.ca_bundle, errors);
+    }
+    if let Some(x) = &s.ssh_cert_pop {
+        if x.cert_authorities.is_empty() {
+            errors.push(FieldError::new("spec.sshCertPOP.certAuthorities", "at least one CA key is required"));
+        }
+        for (i, k) in x.cert_authorities.iter().enumerate() {
+            let mut parts = k.split_whitespace();
+            let ok = matches!(
+                (parts.next(), parts.next()),
+                (Some("ssh-ed25519" | "ecdsa-sha2-nistp256" | "ssh-rsa"), Some(b)) if !b.is_empty()
+            );
+            if !ok {
+                errors.push(FieldError::new(
+                    format!("spec.sshCertPOP.certAuthorities[{i}]"),
+                    "must be an ssh-ed25519, ecdsa-sha2-nistp256 or ssh-rsa public key line",
+                ));
+            }
+        }
+    }
+}
+
+fn non_empty(field: &str, v: &str, errors: &mut Errors) {
+    if v.is_empty() || v.len() > 1024 || v.chars().any(char::is_control) {
+        errors.push(FieldError::new(field, "must be 1-1024 characters without control characters"));
+    }
+}
+
+fn url(field: &str, v: &str, errors: &mut Errors) {
+    if !v.starts_with("https://") && !v.starts_with("http://") || v.len() > 1024 {
+        errors.push(FieldError::new(field, "must be an http(s) URL"));
+    }
+}
+
+fn audiences(field: &str, auds: &[String], errors: &mut Errors) {
+    if auds.is_empty() {
+        errors.push(FieldError::new(field, "at least one audience is required"));
+    }
+    for (i, a) in auds.iter().enumerate() {
+        non_empty(&format!("{field}[{i}]"), a, errors);
+    }
+}
+
+fn pem_certs(field: &str, pem: &str, errors: &mut Errors) {
+    if !pem.contains("-----BEGIN CERTIFICATE-----") || pem.len() > 256 * 1024 {
+        errors.push(FieldError::new(field, "must hold PEM certificates (at most 256 KiB)"));
+    }
+}
+
+/// A JWKS document: a JSON object with a non-empty `keys` array of objects with `kty`.
+fn jwks(field: &str, text: &str, errors: &mut Errors) {
+    if text.len() > 256 * 1024 {
+        errors.push(FieldError::new(field, "must be at most 256 KiB"));
+        return;
+    }
+    let ok = serde_json::from_str::<Value>(text).ok().is_some_and(|v| {
+        v["keys"].as_array().is_some_and(|ks| !ks.is_empty() && ks.iter().all(|k| k["kty"].is_string()))
+    });
+    if !ok {
+        errors.push(FieldError::new(field, "must be a JWKS: a JSON object with a non-empty \"keys\" array"));
     }
 }
 
@@ -347,9 +514,10 @@ fn address(a: &str) -> Result<(), String> {
 }
 
 /// Replaces `{{claim}}` placeholders with a sample value so the template can be checked as a
-/// SPIFFE path.
-fn template_placeholders(t: &str) -> Result<String, String> {
+/// SPIFFE path; also returns the claim names used.
+fn template_placeholders(t: &str) -> Result<(String, Vec<String>), String> {
     let mut out = String::new();
+    let mut names = Vec::new();
     let mut rest = t;
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
@@ -358,6 +526,7 @@ fn template_placeholders(t: &str) -> Result<String, String> {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
             return Err(format!("invalid placeholder {{{{{name}}}}}"));
         }
+        names.push(name.to_owned());
         out.push('x');
         rest = &rest[end + 2..];
     }
@@ -365,7 +534,7 @@ fn template_placeholders(t: &str) -> Result<String, String> {
         return Err("unmatched }}".into());
     }
     out.push_str(rest);
-    Ok(out)
+    Ok((out, names))
 }
 
 /// A daemon id, group id or similar: one SPIFFE path segment.

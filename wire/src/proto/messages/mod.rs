@@ -68,6 +68,15 @@ pub enum Request {
     /// Liveness probe of the application layer (QUIC keep-alive covers the transport).
     /// Answered with [`Response::Pong`].
     Ping,
+    /// Bootstrap with any attestation method (added after `Ping`, so older peers refuse it as
+    /// undecodable; join-token daemons keep sending [`Request::Attest`]). Answered with
+    /// [`Response::Attested`] or [`Response::Error`]; for the proof-of-possession methods the
+    /// CP first answers [`Response::Challenge`] on the same stream, and the daemon sends
+    /// [`Request::ChallengeAnswer`] as the stream's second frame.
+    AttestProof(ProofAttestRequest),
+    /// Second frame of a challenge round: the signature over [`challenge_payload`]. Only valid
+    /// right after a [`Response::Challenge`] on the same stream.
+    ChallengeAnswer(ChallengeAnswerMsg),
 }
 
 impl Request {
@@ -80,6 +89,8 @@ impl Request {
             Request::WatchPolicy { .. } => "WatchPolicy",
             Request::ReportStatus(_) => "ReportStatus",
             Request::Ping => "Ping",
+            Request::AttestProof(_) => "AttestProof",
+            Request::ChallengeAnswer(_) => "ChallengeAnswer",
         }
     }
 }
@@ -112,6 +123,117 @@ impl fmt::Debug for AttestRequest {
             .field("host", &self.host)
             .finish()
     }
+}
+
+/// Attestation with any method; the CP picks the Verifier named by `verifier` (or the only
+/// Verifier of the proof's method).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofAttestRequest {
+    /// Name of the Verifier resource to check the proof against.
+    pub verifier: Option<String>,
+    pub proof: ProofMsg,
+    /// PKCS#10 CSR (DER) for the daemon's key. Only the public key is used.
+    #[serde(with = "bytes::der")]
+    pub csr_der: Vec<u8>,
+    pub host: HostInfo,
+}
+
+/// What the daemon presents, per method. Its `Debug` never shows a token or signature.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProofMsg {
+    /// `<name>.<secret>`.
+    JoinToken(String),
+    /// The AWS instance identity document as served (bytes are signed: sent verbatim) and its
+    /// base64 RSA/SHA-256 signature (`/latest/dynamic/instance-identity/signature`).
+    AwsIid { document: String, signature: String },
+    /// A GCP instance identity token (JWT, `format=full`).
+    GcpIit(String),
+    /// A Kubernetes (projected) service-account token.
+    K8sSat(String),
+    /// A JWT/OIDC token (methods `JWT` and `GitHubActions`).
+    Jwt(String),
+    /// X.509 certificate chain (leaf first, DER); the key's signature follows in the
+    /// challenge round.
+    X509Pop {
+        #[serde(with = "bytes::der_chain")]
+        chain_der: Vec<Vec<u8>>,
+    },
+    /// An OpenSSH host certificate (`ssh-ed25519-cert-v01@openssh.com AAAA...`); the host
+    /// key's signature follows in the challenge round.
+    SshPop { certificate: String },
+}
+
+impl ProofMsg {
+    /// The method's name for logs (and whether a challenge round follows).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProofMsg::JoinToken(_) => "joinToken",
+            ProofMsg::AwsIid { .. } => "AWSIID",
+            ProofMsg::GcpIit(_) => "GCPIIT",
+            ProofMsg::K8sSat(_) => "K8sSAT",
+            ProofMsg::Jwt(_) => "JWT",
+            ProofMsg::X509Pop { .. } => "X509CertPOP",
+            ProofMsg::SshPop { .. } => "SSHCertPOP",
+        }
+    }
+
+    /// Proof-of-possession methods need a [`Response::Challenge`] round.
+    pub fn needs_challenge(&self) -> bool {
+        matches!(self, ProofMsg::X509Pop { .. } | ProofMsg::SshPop { .. })
+    }
+}
+
+impl fmt::Debug for ProofMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProofMsg::JoinToken(t) => {
+                write!(f, "JoinToken({}.<redacted>)", t.split_once('.').map_or("<malformed>", |(n, _)| n))
+            }
+            ProofMsg::X509Pop { chain_der } => write!(f, "X509Pop(<{} certificates>)", chain_der.len()),
+            ProofMsg::SshPop { certificate } => write!(f, "SshPop(<{} bytes>)", certificate.len()),
+            ProofMsg::AwsIid { document, .. } => write!(f, "AwsIid(<{} byte document>)", document.len()),
+            ProofMsg::GcpIit(t) | ProofMsg::K8sSat(t) | ProofMsg::Jwt(t) => {
+                write!(f, "{}(<{} byte token>)", self.kind(), t.len())
+            }
+        }
+    }
+}
+
+/// The control plane's challenge for a proof-of-possession method.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestChallengeMsg {
+    /// 32 random bytes, fresh for this stream.
+    pub nonce: Vec<u8>,
+}
+
+/// The daemon's answer to an [`AttestChallengeMsg`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeAnswerMsg {
+    /// X.509: the key's signature (ECDSA: ASN.1 DER; RSA: PKCS#1 v1.5 SHA-256; Ed25519: raw)
+    /// over [`challenge_payload`]. SSH: the signature blob (`string algorithm, string sig`).
+    pub signature: Vec<u8>,
+}
+
+impl fmt::Debug for ChallengeAnswerMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChallengeAnswer(<{} byte signature>)", self.signature.len())
+    }
+}
+
+/// The bytes a daemon signs in a challenge round: a context string, the method, the nonce and
+/// `sha256:<hex>` of the SubjectPublicKeyInfo of the key in its CSR, so a signature answers
+/// exactly one challenge for exactly one daemon key.
+pub fn challenge_payload(method: &str, nonce: &[u8], csr_key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + nonce.len() * 2 + csr_key.len());
+    out.extend_from_slice(b"riptides attestation challenge v1\n");
+    out.extend_from_slice(method.as_bytes());
+    out.push(b'\n');
+    for b in nonce {
+        out.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    out.push(b'\n');
+    out.extend_from_slice(csr_key.as_bytes());
+    out
 }
 
 /// Host metadata reported at attestation (self-asserted: informative, never used for
@@ -170,6 +292,8 @@ pub enum Response {
     Ack,
     /// The request was refused or failed; the stream ends after it.
     Error(ProtoError),
+    /// A challenge for [`Request::AttestProof`] with a proof-of-possession method.
+    Challenge(AttestChallengeMsg),
 }
 
 impl Response {
@@ -182,6 +306,7 @@ impl Response {
             Response::Pong => "Pong",
             Response::Ack => "Ack",
             Response::Error(_) => "Error",
+            Response::Challenge(_) => "Challenge",
         }
     }
 }
@@ -221,6 +346,9 @@ impl Response {
     expect_fn!(Response,
         /// A frame of a policy watch.
         expect_policy => Policy(PolicyUpdate));
+    expect_fn!(Response,
+        /// A challenge round's first answer.
+        expect_challenge => Challenge(AttestChallengeMsg));
     expect_fn!(Response,
         /// The answer to [`Request::Ping`].
         expect_pong => Pong);
@@ -322,6 +450,11 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug or unexpected failure on the serving side.
     Internal,
+    /// An attestation proof failed a check (the message names which one).
+    InvalidProof,
+    /// A trust-on-first-use proof was already used to attest a daemon (the operator deletes
+    /// that `Daemon` to allow a new attestation).
+    AlreadyAttested,
 }
 
 impl ErrorCode {
@@ -336,6 +469,8 @@ impl ErrorCode {
             ErrorCode::BadRequest => "BadRequest",
             ErrorCode::Unavailable => "Unavailable",
             ErrorCode::Internal => "Internal",
+            ErrorCode::InvalidProof => "InvalidProof",
+            ErrorCode::AlreadyAttested => "AlreadyAttested",
         }
     }
 
