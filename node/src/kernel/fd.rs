@@ -9,6 +9,12 @@
 //! record (the 5-byte header is parsed as it passes), so when rustls reports the handshake
 //! complete, not one byte the peer sent after its last handshake record has been taken off
 //! the socket: it is still queued for kTLS to decrypt.
+//!
+//! Record-exact reads alone are not enough: tokio-rustls keeps reading while rustls "wants
+//! read", also right after the record that completed the handshake. So after every complete
+//! record the stream yields once (`Pending` with an immediate wake-up) before reading on: a
+//! handshake that is complete returns at that point, one that is not polls again and reads
+//! the next record.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -91,6 +97,8 @@ impl RecordCursor {
 pub struct HandoverStream {
     fd: AsyncFd<OwnedFd>,
     cursor: RecordCursor,
+    /// A record just ended: the next read yields once first (see the module docs).
+    yield_at_boundary: bool,
 }
 
 impl HandoverStream {
@@ -99,7 +107,7 @@ impl HandoverStream {
         // SAFETY: the OwnedFd is open and owned by the AsyncFd until `into_inner`/drop; its
         // raw fd never changes.
         let fd = unsafe { AsyncFd::register(fd) }?;
-        Ok(HandoverStream { fd, cursor: RecordCursor::new() })
+        Ok(HandoverStream { fd, cursor: RecordCursor::new(), yield_at_boundary: false })
     }
 
     /// Whether the last read ended exactly at a record boundary (always true after a
@@ -157,12 +165,18 @@ impl AsyncRead for HandoverStream {
         if want == 0 {
             return Poll::Ready(Ok(()));
         }
+        if me.yield_at_boundary {
+            me.yield_at_boundary = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         loop {
             let mut guard = ready!(me.fd.poll_read_ready(cx))?;
             let dst = buf.initialize_unfilled_to(want);
             match guard.try_io(|fd| recv(fd.get_ref().as_raw_fd(), dst, 0)) {
                 Ok(Ok(n)) => {
                     me.cursor.advance(&dst[..n])?;
+                    me.yield_at_boundary = n > 0 && me.cursor.at_boundary();
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
