@@ -22,6 +22,7 @@ pub mod certs;
 pub mod config;
 pub mod datadir;
 pub mod dataplane;
+pub mod gatekeeper;
 pub mod identity;
 pub mod kernel;
 pub mod link;

@@ -105,6 +105,8 @@ pub struct ClientCredentials {
     pub tls_server_name: Option<String>,
     pub client_cert_pem: Option<Vec<u8>>,
     pub client_key_pem: Option<Vec<u8>>,
+    /// Bearer token (`users[].user.token`, or a service-account token in a cluster).
+    pub bearer_token: Option<String>,
     pub namespace: Option<String>,
 }
 
@@ -186,6 +188,7 @@ impl Kubeconfig {
             tls_server_name: cluster.cluster.tls_server_name.clone(),
             client_cert_pem: decode("client-certificate-data", &user.user.client_certificate_data)?,
             client_key_pem: decode("client-key-data", &user.user.client_key_data)?,
+            bearer_token: user.user.token.clone().filter(|t| !t.trim().is_empty()),
             namespace: ctx.context.namespace.clone(),
         })
     }

@@ -64,13 +64,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+/// Request bodies of [`ApiClient::raw_request`].
+pub use bytes::Bytes;
+use bytes::BytesMut;
 use futures_util::Stream;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, USER_AGENT};
-use hyper::{Method, Request, Response};
+/// Methods of [`ApiClient::raw_request`].
+pub use hyper::Method;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use serde_json::Value;
@@ -110,6 +114,8 @@ struct Inner {
     server_name: ServerName<'static>,
     tls: TlsConnector,
     namespace: Option<String>,
+    /// Sent as `Authorization: Bearer` when present; never logged (`Debug` skips it).
+    bearer_token: Option<String>,
     connect_timeout: Duration,
     request_timeout: Duration,
 }
@@ -146,6 +152,33 @@ impl ApiClient {
         Self::new(creds)
     }
 
+    /// The in-cluster client of a pod: the API server from `KUBERNETES_SERVICE_HOST`/`_PORT`,
+    /// trusted through the service account's `ca.crt`, authenticated by its `token`, both
+    /// read from `sa_dir` (normally `/var/run/secrets/kubernetes.io/serviceaccount`).
+    pub fn in_cluster(sa_dir: impl AsRef<Path>) -> Result<Self, ApiError> {
+        let dir = sa_dir.as_ref();
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|source| ApiError::KubeconfigRead { path: path.display().to_string(), source })
+        };
+        let host = std::env::var("KUBERNETES_SERVICE_HOST")
+            .map_err(|_| ApiError::TlsConfig("KUBERNETES_SERVICE_HOST is not set (not in a pod?)".into()))?;
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        let token = String::from_utf8(read("token")?)
+            .map_err(|_| ApiError::TlsConfig("service-account token is not UTF-8".into()))?;
+        let namespace = read("namespace").ok().and_then(|n| String::from_utf8(n).ok()).map(|n| n.trim().to_owned());
+        Self::new(ClientCredentials {
+            server: format!("https://{host}:{port}"),
+            ca_pem: read("ca.crt")?,
+            tls_server_name: None,
+            client_cert_pem: None,
+            client_key_pem: None,
+            bearer_token: Some(token.trim().to_owned()),
+            namespace,
+        })
+    }
+
     /// A client for `creds.server`, trusting only `creds.ca_pem`.
     pub fn new(creds: ClientCredentials) -> Result<Self, ApiError> {
         let url = ServerUrl::parse(&creds.server)?;
@@ -161,6 +194,7 @@ impl ApiClient {
                 server_name,
                 tls: TlsConnector::from(config),
                 namespace: creds.namespace.filter(|n| !n.is_empty()),
+                bearer_token: creds.bearer_token,
                 connect_timeout: CONNECT_TIMEOUT,
                 request_timeout: REQUEST_TIMEOUT,
             }),
@@ -177,6 +211,7 @@ impl ApiClient {
                 server_name: inner.server_name.clone(),
                 tls: inner.tls.clone(),
                 namespace: inner.namespace.clone(),
+                bearer_token: inner.bearer_token.clone(),
                 connect_timeout: connect,
                 request_timeout: request,
             }),
@@ -278,6 +313,17 @@ impl ApiClient {
         })
     }
 
+    /// Any request on any path (for clients of other Kubernetes-style APIs, e.g. Nodes of
+    /// the cluster API server), returning the status code and body whatever the status.
+    pub async fn raw_request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Bytes)>,
+    ) -> Result<(u16, Bytes), ApiError> {
+        self.request(method, path, body).await
+    }
+
     /// `GET`s any path (discovery, health) and returns the status code and body, whatever
     /// the status.
     pub async fn raw_get(&self, path: &str) -> Result<(u16, Bytes), ApiError> {
@@ -334,6 +380,9 @@ impl ApiClient {
             .header(HOST, inner.url.authority.as_str())
             .header(ACCEPT, JSON)
             .header(USER_AGENT, concat!("riptides/", env!("CARGO_PKG_VERSION")));
+        if let Some(token) = &inner.bearer_token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {}", token.trim()));
+        }
         let payload = match body {
             Some((content_type, bytes)) => {
                 req = req.header(CONTENT_TYPE, content_type);
@@ -533,6 +582,7 @@ mod tests {
             tls_server_name: None,
             client_cert_pem: None,
             client_key_pem: None,
+            bearer_token: None,
             namespace: Some("ns".into()),
         }
     }
