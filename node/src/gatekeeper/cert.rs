@@ -46,7 +46,7 @@ enum Source {
     },
     SelfManaged {
         ca_cert: String,
-        issuer: Issuer<'static, KeyPair>,
+        issuer: Box<Issuer<'static, KeyPair>>,
         dns_names: Vec<String>,
         ttl: Duration,
         minted: Instant,
@@ -80,7 +80,7 @@ impl RotatingCert {
         let ck = mint(&ca_cert, &issuer, dns_names, leaf_ttl)?;
         let src = Source::SelfManaged {
             ca_cert,
-            issuer,
+            issuer: Box::new(issuer),
             dns_names: dns_names.to_vec(),
             ttl: leaf_ttl,
             minted: Instant::now(),
