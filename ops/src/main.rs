@@ -6,6 +6,7 @@
 //! riptides ctl delete verifier join
 //! riptides token create --ttl 10m --verifier join   # prints <id>.<secret> once
 //! riptides token list | riptides token revoke ID
+//! riptides deploy --env ops/config/production --dry-run   # helm upgrade --install per release
 //! ```
 //!
 //! The control plane is found through a kubeconfig (`--kubeconfig`, `$RIPTIDES_KUBECONFIG`,
@@ -13,6 +14,7 @@
 
 mod ctl;
 mod demo;
+mod deploy;
 mod manifest;
 mod output;
 mod timefmt;
@@ -51,6 +53,8 @@ enum Command {
     Token(TokenCommand),
     /// Run the whole product end to end in network namespaces and clean up (needs root).
     Demo(demo::DemoArgs),
+    /// Deploy an environment directory (deploy.yaml + Helm values) with helm, or print the plan.
+    Deploy(deploy::DeployArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +133,9 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Demo(args) = cli.command {
         return demo::run(args).await;
     }
+    if let Command::Deploy(args) = cli.command {
+        return deploy::run(args);
+    }
     let target = Target::new(cli.kubeconfig, cli.namespace)?;
     match cli.command {
         Command::Ctl(CtlCommand::Apply { files }) => ctl::apply(&target, &files).await,
@@ -147,7 +154,7 @@ async fn run(cli: Cli) -> Result<()> {
             token::list(&target, all_namespaces, output).await
         }
         Command::Token(TokenCommand::Revoke { name }) => token::revoke(&target, &name).await,
-        Command::Demo(_) => unreachable!("handled above"),
+        Command::Demo(_) | Command::Deploy(_) => unreachable!("handled above"),
     }
 }
 
