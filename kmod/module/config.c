@@ -1,28 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
- * Daemon-provided state: configuration, trust bundle and policy table.
+ * Daemon-provided state of one network namespace: configuration, trust bundle and policy.
  *
  * Every object is built completely by the netlink handler (bounded by the limits in the
- * UAPI header), then swapped in under rt_state_lock; the replaced object is freed after the
- * lock is dropped. Readers (GET_STATS, /proc) take the same lock. All of it is freed on unload.
+ * UAPI header), then swapped in under rn->lock; the replaced object is freed afterwards.
+ * The policy is also read by the tracepoint probe, under RCU: it is published with
+ * rcu_assign_pointer and freed after a grace period.
  */
 #include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/mm.h>
 #include "riptides.h"
 
-DEFINE_MUTEX(rt_state_lock);
-struct rt_config rt_cfg;
-struct rt_bundle *rt_bundle_cur;
-struct rt_policy *rt_policy_cur;
-
-void rt_config_init(u8 fail_mode, u32 handshake_timeout_ms)
+void rt_config_defaults(struct rt_net *rn)
 {
-	mutex_lock(&rt_state_lock);
-	memset(&rt_cfg, 0, sizeof(rt_cfg));
-	rt_cfg.fail_mode = fail_mode;
-	rt_cfg.handshake_timeout_ms = handshake_timeout_ms;
-	mutex_unlock(&rt_state_lock);
+	memset(&rn->cfg, 0, sizeof(rn->cfg));
+	rn->cfg.fail_mode = rt_param_fail_mode;
+	rn->cfg.handshake_timeout_ms = rt_param_handshake_timeout_ms;
 }
 
 /* SPIFFE trust domain: lowercase letters, digits, '.', '-', '_'; not empty. */
@@ -59,12 +53,15 @@ bool rt_daemon_id_valid(const char *id)
 	return true;
 }
 
-void rt_config_replace(const struct rt_config *cfg)
+void rt_config_replace(struct rt_net *rn, const struct rt_config *cfg)
 {
-	mutex_lock(&rt_state_lock);
-	rt_cfg = *cfg;
-	mutex_unlock(&rt_state_lock);
-	atomic64_inc(&rt_stats.config_updates);
+	mutex_lock(&rn->lock);
+	memcpy(rn->cfg.trust_domain, cfg->trust_domain, sizeof(cfg->trust_domain));
+	memcpy(rn->cfg.daemon_id, cfg->daemon_id, sizeof(cfg->daemon_id));
+	WRITE_ONCE(rn->cfg.fail_mode, cfg->fail_mode);
+	WRITE_ONCE(rn->cfg.handshake_timeout_ms, cfg->handshake_timeout_ms);
+	mutex_unlock(&rn->lock);
+	rt_count(rn, config_updates);
 }
 
 void rt_bundle_free(struct rt_bundle *b)
@@ -87,45 +84,59 @@ void rt_policy_free(struct rt_policy *p)
 	kvfree(p);
 }
 
-void rt_bundle_replace(struct rt_bundle *b)
+void rt_bundle_replace(struct rt_net *rn, struct rt_bundle *b)
 {
 	struct rt_bundle *old;
 
-	mutex_lock(&rt_state_lock);
-	old = rt_bundle_cur;
-	rt_bundle_cur = b;
-	atomic64_set(&rt_stats.bundle_certs, b ? b->ncerts : 0);
-	atomic64_set(&rt_stats.bundle_bytes, b ? b->total_bytes : 0);
-	mutex_unlock(&rt_state_lock);
-	atomic64_inc(&rt_stats.bundle_loads);
+	mutex_lock(&rn->lock);
+	old = rn->bundle;
+	rn->bundle = b;
+	atomic64_add((b ? b->ncerts : 0) - (old ? (s64)old->ncerts : 0), &rt_g_bundle_certs);
+	atomic64_add((b ? b->total_bytes : 0) - (old ? (s64)old->total_bytes : 0),
+		     &rt_g_bundle_bytes);
+	mutex_unlock(&rn->lock);
+	rt_count(rn, bundle_loads);
 	rt_bundle_free(old);
 }
 
-void rt_policy_replace(struct rt_policy *p)
+void rt_policy_replace(struct rt_net *rn, struct rt_policy *p)
 {
 	struct rt_policy *old;
 
-	mutex_lock(&rt_state_lock);
-	old = rt_policy_cur;
-	rt_policy_cur = p;
-	atomic64_set(&rt_stats.policy_entries, p ? p->nentries : 0);
-	mutex_unlock(&rt_state_lock);
-	atomic64_inc(&rt_stats.policy_loads);
-	rt_policy_free(old);
+	mutex_lock(&rn->lock);
+	old = rcu_dereference_protected(rn->policy, lockdep_is_held(&rn->lock));
+	rcu_assign_pointer(rn->policy, p);
+	atomic64_add((p ? p->nentries : 0) - (old ? (s64)old->nentries : 0),
+		     &rt_g_policy_entries);
+	mutex_unlock(&rn->lock);
+	rt_count(rn, policy_loads);
+	if (old) {
+		synchronize_rcu();	/* the probe may still be matching against it */
+		rt_policy_free(old);
+	}
 }
 
-void rt_state_free_all(void)
+/* Namespace exit / unload: nothing can read the state any more. */
+void rt_state_free(struct rt_net *rn)
 {
 	struct rt_bundle *b;
 	struct rt_policy *p;
 
-	mutex_lock(&rt_state_lock);
-	b = rt_bundle_cur;
-	p = rt_policy_cur;
-	rt_bundle_cur = NULL;
-	rt_policy_cur = NULL;
-	memset(&rt_cfg, 0, sizeof(rt_cfg));
-	mutex_unlock(&rt_state_lock);
+	mutex_lock(&rn->lock);
+	b = rn->bundle;
+	p = rcu_dereference_protected(rn->policy, lockdep_is_held(&rn->lock));
+	rn->bundle = NULL;
+	RCU_INIT_POINTER(rn->policy, NULL);
+	if (b) {
+		atomic64_sub(b->ncerts, &rt_g_bundle_certs);
+		atomic64_sub(b->total_bytes, &rt_g_bundle_bytes);
+	}
+	if (p)
+		atomic64_sub(p->nentries, &rt_g_policy_entries);
+	mutex_unlock(&rn->lock);
 	rt_bundle_free(b);
-	rt_policy_free(p);
+	if (p) {
+		synchronize_rcu();
+		rt_policy_free(p);
+	}
 }

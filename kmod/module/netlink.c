@@ -1,25 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
- * Generic netlink family "riptides" (version 1).
+ * Generic netlink family "riptides" (version 1), one instance per network namespace
+ * (netnsok): every command acts on the sender's namespace (pernet.c).
  *
  * Every command has its own attribute policy and is validated strictly by the genetlink
  * core (no GENL_DONT_VALIDATE_* flag, resv_start_op = 0): attributes outside the command's
  * policy, wrong lengths, out-of-range values and trailing bytes are refused before the
  * handler runs. Handlers then check required attributes and cross-attribute rules, build the
  * new state completely and swap it in (config.c), so a refused command changes nothing.
- * Every command needs CAP_NET_ADMIN (GENL_ADMIN_PERM).
- *
- * Implemented: SET_CONFIG, LOAD_BUNDLE, LOAD_POLICY, GET_STATS.
- * NOT implemented yet (socket interception and the kTLS handoff arrive in the next
- * increment): SET_VERDICT, HANDSHAKE_ACCEPT, HANDSHAKE_DONE, GET_CONNECTIONS. They validate
- * their attributes fully and then answer -EOPNOTSUPP. The "events" multicast group is
- * registered but nothing is sent to it yet.
+ * Every command needs CAP_NET_ADMIN (GENL_ADMIN_PERM). The handshake commands are in
+ * handshake.c; the "events" group carries HANDSHAKE_REQUEST and CONN_EVENT.
  */
 #include <linux/kernel.h>
 #include <linux/slab.h>
 #include <linux/mm.h>
 #include <linux/overflow.h>
 #include <net/genetlink.h>
+#include <net/sock.h>
 #include "riptides.h"
 
 static struct genl_family rt_genl_family;
@@ -88,7 +85,7 @@ static const struct nla_policy rt_get_connections_policy[RIPTIDES_ATTR_MAX + 1] 
 
 /* Counts a handler-level refusal; msg must be a string literal (extack keeps the pointer). */
 #define rt_reject(info, err, msg) ({					\
-	atomic64_inc(&rt_stats.cmds_rejected);				\
+	rt_count_reject(info);						\
 	GENL_SET_ERR_MSG(info, msg);					\
 	(err);								\
 })
@@ -98,8 +95,13 @@ static bool rt_missing(struct genl_info *info, int attr)
 {
 	if (!GENL_REQ_ATTR_CHECK(info, attr))
 		return false;
-	atomic64_inc(&rt_stats.cmds_rejected);
+	rt_count_reject(info);
 	return true;
+}
+
+void rt_count_reject(struct genl_info *info)
+{
+	rt_count(rt_net(genl_info_net(info)), cmds_rejected);
 }
 
 #define rt_attrs_for_each(pos, info, rem)						\
@@ -107,15 +109,16 @@ static bool rt_missing(struct genl_info *info, int attr)
 
 static int rt_cmd_set_config(struct sk_buff *skb, struct genl_info *info)
 {
+	struct rt_net *rn = rt_net(genl_info_net(info));
 	struct rt_config cfg;
 
 	if (rt_missing(info, RIPTIDES_ATTR_TRUST_DOMAIN) ||
 	    rt_missing(info, RIPTIDES_ATTR_DAEMON_ID))
 		return -EINVAL;
 
-	mutex_lock(&rt_state_lock);
-	cfg = rt_cfg;		/* fail mode and timeout are optional: keep the current ones */
-	mutex_unlock(&rt_state_lock);
+	mutex_lock(&rn->lock);
+	cfg = rn->cfg;		/* fail mode and timeout are optional: keep the current ones */
+	mutex_unlock(&rn->lock);
 
 	nla_strscpy(cfg.trust_domain, info->attrs[RIPTIDES_ATTR_TRUST_DOMAIN],
 		    sizeof(cfg.trust_domain));
@@ -130,7 +133,9 @@ static int rt_cmd_set_config(struct sk_buff *skb, struct genl_info *info)
 		cfg.handshake_timeout_ms =
 			nla_get_u32(info->attrs[RIPTIDES_ATTR_HANDSHAKE_TIMEOUT_MS]);
 
-	rt_config_replace(&cfg);
+	rt_config_replace(rn, &cfg);
+	/* The sender becomes the namespace's handshake agent. */
+	rt_agent_register(rn, info->snd_portid, task_tgid_nr(current));
 	return 0;
 }
 
@@ -179,7 +184,7 @@ static int rt_cmd_load_bundle(struct sk_buff *skb, struct genl_info *info)
 	b->total_bytes = total;
 	b->generation = nla_get_u64(info->attrs[RIPTIDES_ATTR_GENERATION]);
 
-	rt_bundle_replace(b);
+	rt_bundle_replace(rt_net(genl_info_net(info)), b);
 	return 0;
 }
 
@@ -304,97 +309,105 @@ static int rt_cmd_load_policy(struct sk_buff *skb, struct genl_info *info)
 		p->nentries++;
 		if (err) {
 			rt_policy_free(p);
-			atomic64_inc(&rt_stats.cmds_rejected);
+			rt_count_reject(info);
 			return err;
 		}
 	}
 	p->generation = nla_get_u64(info->attrs[RIPTIDES_ATTR_GENERATION]);
+	for (n = 0; n < p->nentries; n++)
+		p->has_exe |= !!p->entries[n].exe;
 
-	rt_policy_replace(p);
+	rt_policy_replace(rt_net(genl_info_net(info)), p);
 	return 0;
 }
 
-/*
- * NOT IMPLEMENTED YET: the three handshake/verdict commands need socket interception
- * (next increment). They check their required attributes and answer -EOPNOTSUPP.
- */
-static int rt_not_implemented(struct genl_info *info)
-{
-	return rt_reject(info, -EOPNOTSUPP,
-			 "not implemented yet: no socket interception in this version");
-}
+/* ---- GET_CONNECTIONS: one message per record, resumable (cb->args[0] = last id) ---- */
 
-static int rt_cmd_set_verdict(struct sk_buff *skb, struct genl_info *info)
-{
-	if (rt_missing(info, RIPTIDES_ATTR_CONN_ID) || rt_missing(info, RIPTIDES_ATTR_VERDICT))
-		return -EINVAL;
-	return rt_not_implemented(info);
-}
-
-static int rt_cmd_hs_accept(struct sk_buff *skb, struct genl_info *info)
-{
-	if (rt_missing(info, RIPTIDES_ATTR_CONN_ID))
-		return -EINVAL;
-	return rt_not_implemented(info);
-}
-
-static int rt_cmd_hs_done(struct sk_buff *skb, struct genl_info *info)
-{
-	if (rt_missing(info, RIPTIDES_ATTR_CONN_ID) || rt_missing(info, RIPTIDES_ATTR_STATUS))
-		return -EINVAL;
-	return rt_not_implemented(info);
-}
-
-/* NOT IMPLEMENTED YET: refuses the dump in .start (after the core validated the request). */
 static int rt_get_connections_start(struct netlink_callback *cb)
 {
-	atomic64_inc(&rt_stats.cmds_rejected);
-	NL_SET_ERR_MSG(cb->extack,
-		       "not implemented yet: no socket interception in this version");
-	return -EOPNOTSUPP;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 2, 0)
+	struct nlattr **attrs = genl_dumpit_info(cb)->info.attrs;
+#else
+	struct nlattr **attrs = genl_dumpit_info(cb)->attrs;
+#endif
+
+	cb->args[0] = 0;
+	cb->args[1] = 0;
+	if (attrs && attrs[RIPTIDES_ATTR_CONN_ID]) {
+		cb->args[1] = 1;
+		cb->args[2] = nla_get_u64(attrs[RIPTIDES_ATTR_CONN_ID]);
+	}
+	return 0;
 }
 
 static int rt_get_connections_dumpit(struct sk_buff *skb, struct netlink_callback *cb)
 {
-	return 0;
+	struct rt_net *rn = rt_net(sock_net(cb->skb->sk));
+	struct rt_conn *c;
+	void *hdr;
+
+	spin_lock_bh(&rt_lock);
+	list_for_each_entry(c, &rn->conns, nnode) {
+		if (c->id <= cb->args[0] || (cb->args[1] && c->id != cb->args[2]))
+			continue;
+		hdr = rt_genlmsg_put(skb, NETLINK_CB(cb->skb).portid, cb->nlh->nlmsg_seq,
+				     NLM_F_MULTI, RIPTIDES_CMD_GET_CONNECTIONS);
+		if (!hdr)
+			break;
+		if (rt_conn_put_attrs(skb, c)) {
+			genlmsg_cancel(skb, hdr);
+			break;
+		}
+		genlmsg_end(skb, hdr);
+		cb->args[0] = c->id;
+	}
+	spin_unlock_bh(&rt_lock);
+	return skb->len;
 }
 
-static int rt_put_stats(struct sk_buff *msg)
-{
-	struct nlattr *nest;
+#define RT_PUT_C64(msg, attr, rn, field) \
+	nla_put_u64_64bit(msg, attr, atomic64_read(&(rn)->c.field), RIPTIDES_STAT_ATTR_PAD)
 
-	/* Caller holds rt_state_lock. */
-	if (nla_put_string(msg, RIPTIDES_ATTR_TRUST_DOMAIN, rt_cfg.trust_domain) ||
-	    nla_put_string(msg, RIPTIDES_ATTR_DAEMON_ID, rt_cfg.daemon_id) ||
-	    nla_put_u8(msg, RIPTIDES_ATTR_FAIL_MODE, rt_cfg.fail_mode) ||
-	    nla_put_u32(msg, RIPTIDES_ATTR_HANDSHAKE_TIMEOUT_MS, rt_cfg.handshake_timeout_ms))
+static int rt_put_stats(struct sk_buff *msg, struct rt_net *rn)
+{
+	struct rt_policy *pol;
+	struct nlattr *nest;
+	u32 pentries;
+	u64 pgen;
+
+	/* Caller holds rn->lock. */
+	pol = rcu_dereference_protected(rn->policy, lockdep_is_held(&rn->lock));
+	pentries = pol ? pol->nentries : 0;
+	pgen = pol ? pol->generation : 0;
+	if (nla_put_string(msg, RIPTIDES_ATTR_TRUST_DOMAIN, rn->cfg.trust_domain) ||
+	    nla_put_string(msg, RIPTIDES_ATTR_DAEMON_ID, rn->cfg.daemon_id) ||
+	    nla_put_u8(msg, RIPTIDES_ATTR_FAIL_MODE, rn->cfg.fail_mode) ||
+	    nla_put_u32(msg, RIPTIDES_ATTR_HANDSHAKE_TIMEOUT_MS, rn->cfg.handshake_timeout_ms))
 		return -EMSGSIZE;
 
 	nest = nla_nest_start(msg, RIPTIDES_ATTR_STATS);
 	if (!nest)
 		return -EMSGSIZE;
-	if (nla_put_u64_64bit(msg, RIPTIDES_STAT_ATTR_CONFIG_UPDATES,
-			      atomic64_read(&rt_stats.config_updates), RIPTIDES_STAT_ATTR_PAD) ||
-	    nla_put_u64_64bit(msg, RIPTIDES_STAT_ATTR_BUNDLE_LOADS,
-			      atomic64_read(&rt_stats.bundle_loads), RIPTIDES_STAT_ATTR_PAD) ||
-	    nla_put_u64_64bit(msg, RIPTIDES_STAT_ATTR_POLICY_LOADS,
-			      atomic64_read(&rt_stats.policy_loads), RIPTIDES_STAT_ATTR_PAD) ||
-	    nla_put_u32(msg, RIPTIDES_STAT_ATTR_BUNDLE_CERTS,
-			rt_bundle_cur ? rt_bundle_cur->ncerts : 0) ||
+	if (RT_PUT_C64(msg, RIPTIDES_STAT_ATTR_CONFIG_UPDATES, rn, config_updates) ||
+	    RT_PUT_C64(msg, RIPTIDES_STAT_ATTR_BUNDLE_LOADS, rn, bundle_loads) ||
+	    RT_PUT_C64(msg, RIPTIDES_STAT_ATTR_POLICY_LOADS, rn, policy_loads) ||
+	    nla_put_u32(msg, RIPTIDES_STAT_ATTR_BUNDLE_CERTS, rn->bundle ? rn->bundle->ncerts : 0) ||
 	    nla_put_u32(msg, RIPTIDES_STAT_ATTR_BUNDLE_BYTES,
-			rt_bundle_cur ? rt_bundle_cur->total_bytes : 0) ||
+			rn->bundle ? rn->bundle->total_bytes : 0) ||
 	    nla_put_u64_64bit(msg, RIPTIDES_STAT_ATTR_BUNDLE_GENERATION,
-			      rt_bundle_cur ? rt_bundle_cur->generation : 0,
+			      rn->bundle ? rn->bundle->generation : 0, RIPTIDES_STAT_ATTR_PAD) ||
+	    nla_put_u32(msg, RIPTIDES_STAT_ATTR_POLICY_ENTRIES, pentries) ||
+	    nla_put_u64_64bit(msg, RIPTIDES_STAT_ATTR_POLICY_GENERATION, pgen,
 			      RIPTIDES_STAT_ATTR_PAD) ||
-	    nla_put_u32(msg, RIPTIDES_STAT_ATTR_POLICY_ENTRIES,
-			rt_policy_cur ? rt_policy_cur->nentries : 0) ||
-	    nla_put_u64_64bit(msg, RIPTIDES_STAT_ATTR_POLICY_GENERATION,
-			      rt_policy_cur ? rt_policy_cur->generation : 0,
-			      RIPTIDES_STAT_ATTR_PAD) ||
-	    nla_put_u64_64bit(msg, RIPTIDES_STAT_ATTR_CMDS_REJECTED,
-			      atomic64_read(&rt_stats.cmds_rejected), RIPTIDES_STAT_ATTR_PAD) ||
-	    nla_put_u32(msg, RIPTIDES_STAT_ATTR_CONNECTIONS,
-			(u32)atomic64_read(&rt_stats.connections))) {
+	    RT_PUT_C64(msg, RIPTIDES_STAT_ATTR_CMDS_REJECTED, rn, cmds_rejected) ||
+	    nla_put_u32(msg, RIPTIDES_STAT_ATTR_CONNECTIONS, atomic_read(&rn->nconns)) ||
+	    RT_PUT_C64(msg, RIPTIDES_STAT_ATTR_HANDSHAKES_REQUESTED, rn, hs_requested) ||
+	    RT_PUT_C64(msg, RIPTIDES_STAT_ATTR_HANDSHAKES_OK, rn, hs_ok) ||
+	    RT_PUT_C64(msg, RIPTIDES_STAT_ATTR_HANDSHAKES_FAILED, rn, hs_failed) ||
+	    RT_PUT_C64(msg, RIPTIDES_STAT_ATTR_HANDSHAKES_TIMED_OUT, rn, hs_timed_out) ||
+	    RT_PUT_C64(msg, RIPTIDES_STAT_ATTR_CONNS_NO_DAEMON, rn, conns_no_daemon) ||
+	    RT_PUT_C64(msg, RIPTIDES_STAT_ATTR_CONNS_PASSTHROUGH, rn, conns_passthrough) ||
+	    nla_put_u8(msg, RIPTIDES_STAT_ATTR_DAEMON_CONNECTED, rt_agent_present(rn))) {
 		nla_nest_cancel(msg, nest);
 		return -EMSGSIZE;
 	}
@@ -404,6 +417,7 @@ static int rt_put_stats(struct sk_buff *msg)
 
 static int rt_cmd_get_stats(struct sk_buff *skb, struct genl_info *info)
 {
+	struct rt_net *rn = rt_net(genl_info_net(info));
 	struct sk_buff *msg;
 	void *hdr;
 	int err;
@@ -416,9 +430,9 @@ static int rt_cmd_get_stats(struct sk_buff *skb, struct genl_info *info)
 		nlmsg_free(msg);
 		return -EMSGSIZE;
 	}
-	mutex_lock(&rt_state_lock);
-	err = rt_put_stats(msg);
-	mutex_unlock(&rt_state_lock);
+	mutex_lock(&rn->lock);
+	err = rt_put_stats(msg, rn);
+	mutex_unlock(&rn->lock);
 	if (err) {
 		nlmsg_free(msg);
 		return err;
@@ -494,7 +508,7 @@ static struct genl_family rt_genl_family __ro_after_init = {
 	.name = RIPTIDES_GENL_NAME,
 	.version = RIPTIDES_GENL_VERSION,
 	.hdrsize = 0,
-	.netnsok = false,	/* one daemon per machine, in the initial netns, for now */
+	.netnsok = true,	/* one daemon per network namespace */
 	.parallel_ops = false,
 	.resv_start_op = 0,	/* strict validation and reserved-header checks for all ops */
 	.module = THIS_MODULE,
@@ -503,6 +517,19 @@ static struct genl_family rt_genl_family __ro_after_init = {
 	.mcgrps = rt_genl_mcgrps,
 	.n_mcgrps = ARRAY_SIZE(rt_genl_mcgrps),
 };
+
+void *rt_genlmsg_put(struct sk_buff *msg, u32 portid, u32 seq, int flags, u8 cmd)
+{
+	return genlmsg_put(msg, portid, seq, &rt_genl_family, flags, cmd);
+}
+
+/* To the "events" group of one namespace; a group nobody listens to is not an error. */
+int rt_multicast(struct rt_net *rn, struct sk_buff *msg, gfp_t gfp)
+{
+	int err = genlmsg_multicast_netns(&rt_genl_family, rn->net, msg, 0, 0, gfp);
+
+	return err == -ESRCH ? 0 : err;
+}
 
 int rt_netlink_init(void)
 {

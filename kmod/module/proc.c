@@ -1,26 +1,28 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
- * /proc/riptides/connections: JSON array of tracked connections. Interception does not
- * exist yet (next increment), so no connection is ever tracked and the array is empty.
- * /proc/riptides/stats: JSON object with the configuration summary and counters.
+ * /proc/riptides/connections: JSON array of the connection records of the reader's network
+ * namespace (one object per line). /proc/riptides/stats: JSON object with the namespace's
+ * configuration summary and counters (the machine-wide totals are under
+ * /sys/module/riptides/parameters).
  */
 #include <linux/proc_fs.h>
 #include <linux/seq_file.h>
+#include <linux/nsproxy.h>
+#include <linux/sched.h>
+#include <net/net_namespace.h>
 #include "riptides.h"
 
 static struct proc_dir_entry *rt_proc_dir;
 
 static int rt_proc_connections_show(struct seq_file *m, void *v)
 {
-	seq_puts(m, "[]\n");
+	rt_conns_seq_show_json(m, rt_net(current->nsproxy->net_ns));
 	return 0;
 }
 
 static int rt_proc_stats_show(struct seq_file *m, void *v)
 {
-	mutex_lock(&rt_state_lock);
-	rt_stats_seq_show_json(m);
-	mutex_unlock(&rt_state_lock);
+	rt_stats_seq_show_json(m, rt_net(current->nsproxy->net_ns));
 	return 0;
 }
 

@@ -15,7 +15,9 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE=${RIPTIDES_KMOD_CACHE:-/var/cache/riptides-kmod}
 KERNELS=${RIPTIDES_KMOD_KERNELS:-"6.1 6.12"}
-BOOT_TIMEOUT=${RIPTIDES_KMOD_BOOT_TIMEOUT:-300}
+# RIPTIDES_KMOD_E2E=0 leaves the daemon's end-to-end scenarios (e2e.sh) out of the guest.
+E2E=${RIPTIDES_KMOD_E2E:-1}
+BOOT_TIMEOUT=${RIPTIDES_KMOD_BOOT_TIMEOUT:-900}
 # Under TCG on a loaded host the kernel cannot calibrate the TSC (microvm has no HPET/PM
 # timer and PIT calibration fails), marks it unstable and stalls before init. Giving it a
 # TSC frequency avoids the calibration; guest clock accuracy does not matter here.
@@ -47,7 +49,7 @@ need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v gcc >/dev/null && command -v make >/dev/null || need+=(build-essential)
-for p in bc flex bison libelf-dev dwarves cpio xz-utils zstd kmod iproute2; do
+for p in bc flex bison libelf-dev dwarves cpio xz-utils zstd kmod iproute2 tcpdump nftables binutils; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -157,7 +159,8 @@ copy_with_libs() { # copy_with_libs <rootfs> <binary> <dest path in rootfs>
 
 build_initramfs() { # build_initramfs <kver> <workdir>
   local kver=$1 work=$2 kroot="$CACHE/kernels/$1/root" r="$2/rootfs" a d
-  rm -rf "$r" && mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,lib/riptides,proc,sys,dev,tmp,etc}
+  rm -rf "$r" && mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,lib/riptides,proc,sys,dev,tmp,etc,var,run}
+  ln -s /run "$r/var/run"
   cp /bin/busybox "$r/bin/busybox"
   for a in $(/bin/busybox --list); do
     case "$a" in
@@ -172,12 +175,27 @@ build_initramfs() { # build_initramfs <kver> <workdir>
   # Kernel modules: tls and every crypto module kTLS may request on demand.
   local mroot="$kroot/lib/modules/$kver"
   mkdir -p "$r/lib/modules/$kver/kernel"
-  for d in net/tls crypto arch/x86/crypto lib/crypto; do
+  # (netfilter and sock_diag for the userspace node of the daemon's e2e.sh)
+  for d in net/tls crypto arch/x86/crypto lib/crypto net/netfilter net/ipv4/netfilter \
+           net/ipv6/netfilter; do
     if [ -d "$mroot/kernel/$d" ]; then
       mkdir -p "$r/lib/modules/$kver/kernel/$(dirname "$d")"
       cp -a "$mroot/kernel/$d" "$r/lib/modules/$kver/kernel/$(dirname "$d")/"
     fi
   done
+  for f in net/ipv4/inet_diag net/ipv4/tcp_diag net/ipv6/netfilter net/core/sock_diag; do
+    for m in "$mroot/kernel/$f".ko*; do
+      [ -f "$m" ] || continue
+      mkdir -p "$r/lib/modules/$kver/kernel/$(dirname "$f")"
+      cp "$m" "$r/lib/modules/$kver/kernel/$(dirname "$f")/"
+    done
+  done
+  # veth for the two-namespace scenarios.
+  local veth
+  veth=$(find "$mroot/kernel/drivers/net" -maxdepth 1 -name 'veth.ko*' | head -1)
+  [ -n "$veth" ] || die "veth module not found in the $kver image"
+  mkdir -p "$r/lib/modules/$kver/kernel/drivers/net"
+  cp "$veth" "$r/lib/modules/$kver/kernel/drivers/net/"
   for f in modules.order modules.builtin modules.builtin.modinfo; do
     [ -f "$mroot/$f" ] && cp "$mroot/$f" "$r/lib/modules/$kver/"
   done
@@ -185,6 +203,24 @@ build_initramfs() { # build_initramfs <kver> <workdir>
   [ -n "$(find "$r/lib/modules/$kver/kernel/net/tls" -name 'tls.ko*' 2>/dev/null)" ] || die "tls.ko not found in the $kver image"
   cp "$work/src/module/riptides.ko" "$r/lib/riptides/riptides.ko"
   cp "$work/nltest" "$r/bin/nltest"
+  cp "$work/kttest" "$r/bin/kttest"
+  # The daemon's end-to-end tier (owned by the daemon side), when it has been built.
+  local b
+  if [ "$E2E" = 1 ] && [ -f "$REPO/kmod/tests/guest/e2e.sh" ]; then
+    copy_with_libs "$r" "$(command -v tcpdump)" /usr/bin/tcpdump
+    copy_with_libs "$r" "$(command -v nft)" /usr/sbin/nft
+  fi
+  for b in riptides-daemon riptides-controlplane riptides; do
+    [ "$E2E" = 1 ] || continue
+    if [ -x "$REPO/target/debug/$b" ]; then
+      copy_with_libs "$r" "$REPO/target/debug/$b" "/usr/bin/$b"
+      objcopy --strip-debug "$REPO/target/debug/$b" "$r/usr/bin/$b" || die "objcopy $b failed"
+    fi
+  done
+  if [ "$E2E" = 1 ] && [ -f "$REPO/kmod/tests/guest/e2e.sh" ]; then
+    cp "$REPO/kmod/tests/guest/e2e.sh" "$r/e2e.sh"
+    chmod 755 "$r/e2e.sh"
+  fi
   cp "$REPO/kmod/tests/guest/init.sh" "$r/init"
   chmod 755 "$r/init"
   (cd "$r" && find . | cpio -o -H newc --quiet) > "$work/initramfs.cpio"
@@ -208,12 +244,14 @@ for series in $KERNELS; do
   log "$kver: riptides.ko built without warnings"
   gcc -static -O2 -Wall -Wextra -Werror -Wno-unused-parameter -I"$REPO/kmod/include/uapi" \
     -o "$work/nltest" "$REPO/kmod/tests/guest/nltest.c" || die "nltest build failed"
+  gcc -static -O2 -Wall -Wextra -Werror -Wno-unused-parameter -pthread -I"$REPO/kmod/include/uapi" \
+    -o "$work/kttest" "$REPO/kmod/tests/guest/kttest.c" || die "kttest build failed"
   build_initramfs "$kver" "$work"
 
   serial="$work/serial.log"
   b0=$(date +%s.%N)
   set +e
-  timeout "$BOOT_TIMEOUT" qemu-system-x86_64 -accel tcg -machine microvm -cpu max -smp 1 -m 1G \
+  timeout "$BOOT_TIMEOUT" qemu-system-x86_64 -accel tcg -machine microvm -cpu max -smp 1 -m 2G \
     -nographic -no-reboot -kernel "$CACHE/kernels/$kver/vmlinux" -initrd "$work/initramfs.cpio" \
     -append "console=ttyS0 panic=-1 quiet $GUEST_CLOCK" </dev/null >"$serial" 2>&1
   qrc=$?

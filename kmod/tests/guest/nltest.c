@@ -269,6 +269,7 @@ struct stats {
 	uint64_t config_updates, bundle_loads, policy_loads, bundle_gen, policy_gen;
 	uint32_t bundle_certs, bundle_bytes, policy_entries, connections;
 	uint64_t cmds_rejected;
+	uint8_t daemon_connected;
 	int ok;
 };
 
@@ -314,6 +315,9 @@ static void stats_cb(struct nlmsghdr *n, void *arg)
 				case RIPTIDES_STAT_ATTR_POLICY_GENERATION: s->policy_gen = v64; break;
 				case RIPTIDES_STAT_ATTR_CMDS_REJECTED: s->cmds_rejected = v64; break;
 				case RIPTIDES_STAT_ATTR_CONNECTIONS: s->connections = v32; break;
+				case RIPTIDES_STAT_ATTR_DAEMON_CONNECTED:
+					s->daemon_connected = *(uint8_t *)adata(b);
+					break;
 				}
 			}
 			break;
@@ -358,6 +362,7 @@ static const char *errname(int e)
 	case -EOPNOTSUPP: return "EOPNOTSUPP";
 	case -EMSGSIZE: return "EMSGSIZE";
 	case -ENOENT: return "ENOENT";
+	case -EBUSY: return "EBUSY";
 	}
 	snprintf(buf, sizeof(buf), "%d", e);
 	return buf;
@@ -508,11 +513,11 @@ static void scenario_roundtrips(int fd)
 	result(!err && !strcmp(s.trust_domain, "example.org") && !strcmp(s.daemon_id, "node-1") &&
 	       s.fail_mode == RIPTIDES_FAIL_OPEN && s.timeout_ms == 5000 &&
 	       s.config_updates == s0.config_updates + 1 &&
-	       file_contains("/proc/riptides/stats", "\"trust_domain\":\"example.org\""),
-	       "set-config-stats-roundtrip",
-	       "err=%s trust_domain=%s daemon_id=%s fail_mode=%u timeout_ms=%u config_updates=%llu",
-	       errname(err), s.trust_domain, s.daemon_id, s.fail_mode, s.timeout_ms,
-	       (unsigned long long)s.config_updates);
+	       file_contains("/proc/riptides/stats", "\"trust_domain\":\"example.org\"") &&
+	       s.daemon_connected == 1, "set-config-stats-roundtrip",
+	       "err=%s trust_domain=%s daemon_id=%s fail_mode=%u timeout_ms=%u config_updates=%llu "
+	       "daemon_connected=%u", errname(err), s.trust_domain, s.daemon_id, s.fail_mode,
+	       s.timeout_ms, (unsigned long long)s.config_updates, s.daemon_connected);
 
 	good_bundle(7);
 	err = transact(fd, NULL, NULL);
@@ -718,8 +723,17 @@ static void scenario_malformed(int fd)
 	expect_refused(fd, "malformed/set-verdict/verdict-out-of-range", -ERANGE);
 	riptides_msg(&M, RIPTIDES_CMD_SET_VERDICT);
 	put_u64(&M, RIPTIDES_ATTR_CONN_ID, 1);
+	put_u64(&M, RIPTIDES_ATTR_VERDICT, RIPTIDES_VERDICT_ALLOW);
+	expect_refused(fd, "malformed/set-verdict/verdict-oversized", -EINVAL);
+	riptides_msg(&M, RIPTIDES_CMD_SET_VERDICT);
+	put_u64(&M, RIPTIDES_ATTR_CONN_ID, 1);
 	put_u8(&M, RIPTIDES_ATTR_VERDICT, RIPTIDES_VERDICT_ALLOW);
-	expect_refused(fd, "not-implemented/set-verdict/well-formed", -EOPNOTSUPP);
+	put_str(&M, RIPTIDES_ATTR_PEER_ID, "spiffe://x/y");
+	expect_refused(fd, "malformed/set-verdict/foreign-attribute", -EINVAL);
+	riptides_msg(&M, RIPTIDES_CMD_SET_VERDICT);
+	put_u64(&M, RIPTIDES_ATTR_CONN_ID, 123456789);
+	put_u8(&M, RIPTIDES_ATTR_VERDICT, RIPTIDES_VERDICT_ALLOW);
+	expect_refused(fd, "handshake/set-verdict/unknown-id", -ENOENT);
 
 	/* HANDSHAKE_ACCEPT */
 	riptides_msg(&M, RIPTIDES_CMD_HANDSHAKE_ACCEPT);
@@ -732,8 +746,11 @@ static void scenario_malformed(int fd)
 	put_u8(&M, RIPTIDES_ATTR_VERDICT, RIPTIDES_VERDICT_ALLOW);
 	expect_refused(fd, "malformed/handshake-accept/foreign-attribute", -EINVAL);
 	riptides_msg(&M, RIPTIDES_CMD_HANDSHAKE_ACCEPT);
-	put_u64(&M, RIPTIDES_ATTR_CONN_ID, 1);
-	expect_refused(fd, "not-implemented/handshake-accept/well-formed", -EOPNOTSUPP);
+	put(&M, RIPTIDES_ATTR_CONN_ID, der_of(16), 16);
+	expect_refused(fd, "malformed/handshake-accept/conn-id-oversized", -EINVAL);
+	riptides_msg(&M, RIPTIDES_CMD_HANDSHAKE_ACCEPT);
+	put_u64(&M, RIPTIDES_ATTR_CONN_ID, 123456789);
+	expect_refused(fd, "handshake/handshake-accept/unknown-id", -ENOENT);
 
 	/* HANDSHAKE_DONE */
 	riptides_msg(&M, RIPTIDES_CMD_HANDSHAKE_DONE);
@@ -757,7 +774,26 @@ static void scenario_malformed(int fd)
 	put_str(&M, RIPTIDES_ATTR_PEER_ID, "spiffe://example.org/a");
 	put_u8(&M, RIPTIDES_ATTR_VERDICT, RIPTIDES_VERDICT_ALLOW);
 	put_u32(&M, RIPTIDES_ATTR_SOCKFD, 3);
-	expect_refused(fd, "not-implemented/handshake-done/well-formed", -EOPNOTSUPP);
+	expect_refused(fd, "handshake/handshake-done/unknown-id", -ENOENT);
+	riptides_msg(&M, RIPTIDES_CMD_HANDSHAKE_DONE);
+	put_u64(&M, RIPTIDES_ATTR_CONN_ID, 1);
+	put_u64(&M, RIPTIDES_ATTR_STATUS, 0);
+	expect_refused(fd, "malformed/handshake-done/status-oversized", -EINVAL);
+	riptides_msg(&M, RIPTIDES_CMD_HANDSHAKE_DONE);
+	put_u64(&M, RIPTIDES_ATTR_CONN_ID, 1);
+	put_u32(&M, RIPTIDES_ATTR_STATUS, 0);
+	put_u8(&M, RIPTIDES_ATTR_VERDICT, 9);
+	expect_refused(fd, "malformed/handshake-done/verdict-out-of-range", -ERANGE);
+	riptides_msg(&M, RIPTIDES_CMD_HANDSHAKE_DONE);
+	put_u64(&M, RIPTIDES_ATTR_CONN_ID, 1);
+	put_u32(&M, RIPTIDES_ATTR_STATUS, 0);
+	put(&M, RIPTIDES_ATTR_PEER_ID, "ABCD", 4);	/* binary, not a NUL-terminated string */
+	expect_refused(fd, "malformed/handshake-done/peer-id-wrong-type", -EINVAL);
+	riptides_msg(&M, RIPTIDES_CMD_HANDSHAKE_DONE);
+	put_u64(&M, RIPTIDES_ATTR_CONN_ID, 1);
+	put_u32(&M, RIPTIDES_ATTR_STATUS, 0);
+	put_str(&M, RIPTIDES_ATTR_TRUST_DOMAIN, "x.org");
+	expect_refused(fd, "malformed/handshake-done/foreign-attribute", -EINVAL);
 
 	/* GET_CONNECTIONS (dump) */
 	msg_init(&M, family_id, NLM_F_DUMP, RIPTIDES_CMD_GET_CONNECTIONS, 1);
@@ -767,7 +803,10 @@ static void scenario_malformed(int fd)
 	put_str(&M, RIPTIDES_ATTR_TRUST_DOMAIN, "x");
 	expect_refused(fd, "malformed/get-connections/foreign-attribute", -EINVAL);
 	msg_init(&M, family_id, NLM_F_DUMP, RIPTIDES_CMD_GET_CONNECTIONS, 1);
-	expect_refused(fd, "not-implemented/get-connections/well-formed", -EOPNOTSUPP);
+	put(&M, RIPTIDES_ATTR_CONN_ID, der_of(12), 12);
+	expect_refused(fd, "malformed/get-connections/conn-id-oversized", -EINVAL);
+	msg_init(&M, family_id, NLM_F_DUMP, RIPTIDES_CMD_GET_CONNECTIONS, 1);
+	expect_refused(fd, "get-connections/well-formed-empty-dump", 0);
 
 	/* GET_STATS */
 	riptides_msg(&M, RIPTIDES_CMD_GET_STATS);
@@ -777,6 +816,26 @@ static void scenario_malformed(int fd)
 	/* Unknown command */
 	riptides_msg(&M, 99);
 	expect_refused(fd, "malformed/unknown-command", -EOPNOTSUPP);
+}
+
+/* The handshake commands from a CAP_NET_ADMIN socket that is not the registered agent. */
+static void scenario_not_agent(int fd)
+{
+	int other = nl_open();
+
+	(void)fd;
+	riptides_msg(&M, RIPTIDES_CMD_SET_VERDICT);
+	put_u64(&M, RIPTIDES_ATTR_CONN_ID, 1);
+	put_u8(&M, RIPTIDES_ATTR_VERDICT, RIPTIDES_VERDICT_DENY);
+	expect_refused(other, "not-agent/set-verdict", -EPERM);
+	riptides_msg(&M, RIPTIDES_CMD_HANDSHAKE_ACCEPT);
+	put_u64(&M, RIPTIDES_ATTR_CONN_ID, 1);
+	expect_refused(other, "not-agent/handshake-accept", -EPERM);
+	riptides_msg(&M, RIPTIDES_CMD_HANDSHAKE_DONE);
+	put_u64(&M, RIPTIDES_ATTR_CONN_ID, 1);
+	put_u32(&M, RIPTIDES_ATTR_STATUS, 0);
+	expect_refused(other, "not-agent/handshake-done", -EPERM);
+	close(other);
 }
 
 /* Every command, well-formed, from a process without CAP_NET_ADMIN. */
@@ -872,6 +931,7 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "all")) {
 		scenario_roundtrips(fd);
 		scenario_malformed(fd);
+		scenario_not_agent(fd);
 		scenario_unprivileged(fd);
 	}
 	fflush(stdout);
