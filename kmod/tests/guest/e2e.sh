@@ -19,8 +19,16 @@
 # The workloads are unmodified plaintext programs; everything they send crosses the link as
 # TLS records (checked with tcpdump on the root side of b's link).
 
-export PATH=/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/bin
+export PATH=${E2E_PATH:+$E2E_PATH:}/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/bin
 TD=example.com
+# For a dry run outside the guest (e.g. `unshare -n sh e2e.sh` on a host without the module):
+# E2E_PREFIX names the namespaces apart, E2E_DATAPLANE replaces `kernel` for nodes a and b.
+P=${E2E_PREFIX:-}
+# iproute2's ip (netns support) by path: busybox sh may prefer its own `ip` applet.
+IP=/usr/sbin/ip
+[ -x "$IP" ] || IP=/sbin/ip
+[ -x "$IP" ] || IP=/bin/ip
+DP=${E2E_DATAPLANE:-kernel}
 W=/tmp/e2e
 rm -rf "$W"; mkdir -p "$W"
 LOG=${LOG:-/tmp/results}
@@ -40,23 +48,23 @@ wait_for() { # wait_for <seconds> <command...>: polls every 0.5 s
   done
   return 1
 }
-nsx() { ns=$1; shift; ip netns exec "$ns" "$@"; }
-listening() { ip netns exec "$1" netstat -ltn 2>/dev/null | grep -q ":$2 "; }
+nsx() { ns=$1; shift; "$IP" netns exec "$P$ns" "$@"; }
+listening() { "$IP" netns exec "$P$1" netstat -ltn 2>/dev/null | grep -q ":$2 "; }
 # transfer <tag> <server ns> <port> <client ns> <dst> [client command prefix...]: busybox nc on
 # both ends, each sending "<S|C>-<tag>" and keeping its stdin open a while (busybox nc stops at
 # stdin EOF). Returns 0 when both sides received the other's line.
 transfer() {
   tag=$1; sns=$2; port=$3; cns=$4; dst=$5; shift 5
-  ( (echo "S-$tag"; sleep 25) | ip netns exec "$sns" timeout 40 nc -l -p "$port" > "$W/$tag.srv" 2>&1 ) &
+  ( (echo "S-$tag"; sleep 25) | "$IP" netns exec "$P$sns" timeout 40 nc -l -p "$port" > "$W/$tag.srv" 2>&1 ) &
   wait_for 10 listening "$sns" "$port"
-  ( (echo "C-$tag"; sleep 20) | ip netns exec "$cns" timeout 40 "$@" nc "$dst" "$port" > "$W/$tag.cli" 2>&1 ) &
+  ( (echo "C-$tag"; sleep 20) | "$IP" netns exec "$P$cns" timeout 40 "$@" nc "$dst" "$port" > "$W/$tag.cli" 2>&1 ) &
   wait_for 45 sh -c "grep -q C-$tag $W/$tag.srv && grep -q S-$tag $W/$tag.cli"
 }
 admin() { nsx "$1" wget -qO- "http://127.0.0.1:15000$2" 2>/dev/null; }
 
 # ------------------------------------------------------------------ prerequisites
 missing=""
-for b in riptides-controlplane riptides-daemon riptides ip; do
+for b in riptides-controlplane riptides-daemon riptides "$IP"; do
   command -v "$b" >/dev/null 2>&1 || missing="$missing $b"
 done
 if [ -n "$missing" ]; then
@@ -71,20 +79,20 @@ mkdir -p /run/netns /var/run
 # ------------------------------------------------------------------ topology
 topo_ok=1
 echo 1 > /proc/sys/net/ipv4/ip_forward
-ip link set lo up
+"$IP" link set lo up
 for n in 1 2 3; do
   ns=$(echo x a b c | cut -d' ' -f$((n + 1)))
-  ip netns add "$ns" || topo_ok=0
-  ip link add "v$ns" type veth peer name eth0 netns "$ns" || topo_ok=0
-  ip addr add "10.0.$n.1/24" dev "v$ns" && ip link set "v$ns" up || topo_ok=0
-  ip -n "$ns" link set lo up || topo_ok=0
-  ip -n "$ns" addr add "10.0.$n.2/24" dev eth0 && ip -n "$ns" link set eth0 up || topo_ok=0
-  ip -n "$ns" route add default via "10.0.$n.1" || topo_ok=0
+  "$IP" netns add "$P$ns" || topo_ok=0
+  "$IP" link add "v$ns" type veth peer name eth0 netns "$P$ns" || topo_ok=0
+  "$IP" addr add "10.0.$n.1/24" dev "v$ns" && "$IP" link set "v$ns" up || topo_ok=0
+  "$IP" -n "$P$ns" link set lo up || topo_ok=0
+  "$IP" -n "$P$ns" addr add "10.0.$n.2/24" dev eth0 && "$IP" -n "$P$ns" link set eth0 up || topo_ok=0
+  "$IP" -n "$P$ns" route add default via "10.0.$n.1" || topo_ok=0
 done
 if [ "$topo_ok" = 1 ] && nsx a ping -c1 -W2 10.0.2.2 >/dev/null 2>&1; then
   res PASS topology "namespaces a, b, c routed through the root namespace"
 else
-  res FAIL topology "could not build the namespaces/veth links (veth module? ip netns?)"
+  res FAIL topology "could not build the namespaces/veth links (veth module? iproute2 ip netns?)"
   exit 0
 fi
 A=10.0.1.2; B=10.0.2.2; C=10.0.3.2
@@ -234,7 +242,7 @@ fi
 start_daemon() { # start_daemon <ns> <node-id> <dataplane> <cp address>
   ns=$1; id=$2; dp=$3; cpa=$4
   tok=$(ctl token create --ttl 10m --daemon-id "$id" 2>>"$W/token.log")
-  RUST_LOG=info,riptides_node::kernel=debug NO_COLOR=1 ip netns exec "$ns" riptides-daemon \
+  RUST_LOG=info,riptides_node::kernel=debug NO_COLOR=1 "$IP" netns exec "$P$ns" riptides-daemon \
     --controlplane "$cpa:9443" --controlplane-tunnel "$cpa:8001" --trust-domain $TD --ca-pin "$pin" \
     --join-token "$tok" --data-dir "$W/$ns-data" --admin-addr 127.0.0.1:15000 --dataplane "$dp" \
     >> "$W/daemon-$ns.log" 2>&1 &
@@ -243,11 +251,11 @@ start_daemon() { # start_daemon <ns> <node-id> <dataplane> <cp address>
 daemon_ready() { # daemon_ready <ns> <dataplane> <spiffe path>
   admin "$1" /readyz | grep -q "dataplane: $2" && admin "$1" /config_dump | grep -q "spiffe://$TD/$3"
 }
-start_daemon a node-a kernel 10.0.1.1
-start_daemon b node-b kernel 10.0.2.1
+start_daemon a node-a $DP 10.0.1.1
+start_daemon b node-b $DP 10.0.2.1
 for x in "a frontend" "b orders-service"; do
   set -- $x
-  if wait_for 240 daemon_ready "$1" kernel "$2"; then
+  if wait_for 240 daemon_ready "$1" $DP "$2"; then
     res PASS "daemon-$1" "node-$1 ready on the kernel dataplane with the SVID of $2 (/readyz says dataplane: kernel)"
   else
     res FAIL "daemon-$1" "node-$1 not ready: $(admin "$1" /readyz | tr '\n' ' ')"; logtail "$W/daemon-$1.log" 40
@@ -295,7 +303,11 @@ else
 fi
 
 # ------------------------------------------------------------------ an unlisted identity is refused
-transfer INTRUDER-MARKER b 8001 a $B setpriv --reuid 65534 --regid 65534 --clear-groups
+# The intruder: the same nc, run as uid 65534 (busybox has no setpriv --reuid: su).
+grep -q '^nobody:' /etc/passwd 2>/dev/null || echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >> /etc/passwd
+printf '#!/bin/sh\nexec su -s /bin/sh nobody -c "exec $*"\n' > "$W/as-nobody"
+chmod 755 "$W/as-nobody"
+transfer INTRUDER-MARKER b 8001 a $B "$W/as-nobody"
 if grep -q C-INTRUDER "$W/INTRUDER-MARKER.srv" || grep -q S-INTRUDER "$W/INTRUDER-MARKER.cli"; then
   res FAIL unlisted-identity "bytes crossed for spiffe://$TD/intruder"
 elif grep -q 'intruder' "$W/daemon-a.log" "$W/daemon-b.log"; then
@@ -340,8 +352,8 @@ exec 3>&-
 # ------------------------------------------------------------------ kernel path <-> userspace path
 # Restart the kernel daemons (same data dirs: identity kept, no new token needed).
 for ns in a b; do
-  RUST_LOG=info NO_COLOR=1 ip netns exec "$ns" riptides-daemon --controlplane "10.0.$([ $ns = a ] && echo 1 || echo 2).1:9443" \
-    --trust-domain $TD --data-dir "$W/$ns-data" --admin-addr 127.0.0.1:15000 --dataplane kernel \
+  RUST_LOG=info NO_COLOR=1 "$IP" netns exec "$P$ns" riptides-daemon --controlplane "10.0.$([ $ns = a ] && echo 1 || echo 2).1:9443" \
+    --trust-domain $TD --data-dir "$W/$ns-data" --admin-addr 127.0.0.1:15000 --dataplane $DP \
     >> "$W/daemon-$ns.log" 2>&1 &
   eval "DAEMON_$ns=\$!"
 done
@@ -351,8 +363,8 @@ else
   start_daemon c node-c userspace 10.0.3.1
   ok=1
   wait_for 240 daemon_ready c userspace legacy-client || ok=0
-  wait_for 120 daemon_ready a kernel frontend || ok=0
-  wait_for 120 daemon_ready b kernel orders-service || ok=0
+  wait_for 120 daemon_ready a $DP frontend || ok=0
+  wait_for 120 daemon_ready b $DP orders-service || ok=0
   if [ "$ok" = 0 ]; then
     res FAIL interop "daemons not ready: c=[$(admin c /readyz | tr '\n' ' ')] a=[$(admin a /readyz | tr '\n' ' ')]"
     logtail "$W/daemon-c.log"
@@ -377,5 +389,5 @@ fi
 # ------------------------------------------------------------------ cleanup
 for p in $DAEMON_a $DAEMON_b $DAEMON_c $CP_PID; do kill "$p" 2>/dev/null; done
 sleep 1
-for ns in a b c; do ip netns del "$ns" 2>/dev/null; done
+for ns in a b c; do "$IP" netns del "$P$ns" 2>/dev/null; done
 exit 0

@@ -31,11 +31,13 @@ pub enum Incoming {
 }
 
 type Reply = Result<Vec<Vec<u8>>, io::Error>;
+/// A request waiting for its answer: the data messages so far, and where the result goes.
+type Pending = (Vec<Vec<u8>>, oneshot::Sender<Reply>);
 
 struct Shared {
     sock: AsyncFd<Socket>,
     seq: AtomicU32,
-    pending: Mutex<HashMap<u32, (Vec<Vec<u8>>, oneshot::Sender<Reply>)>>,
+    pending: Mutex<HashMap<u32, Pending>>,
 }
 
 /// A connected session. Dropping it (or cancelling) stops the reader and closes the socket,

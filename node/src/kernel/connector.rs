@@ -247,9 +247,8 @@ async fn run(inner: Arc<Inner>, mut first: Option<(Session, mpsc::Receiver<Incom
             }
         };
         let session = Arc::new(session);
+        // Rows of connections released before a reconnect stay until their socket is gone.
         let reason = serve(&inner, session.clone(), events).await;
-        // The module forgot everything of the old registration.
-        inner.rows.lock().unwrap_or_else(|p| p.into_inner()).clear();
         match reason {
             None => return,
             Some(r) => {
@@ -356,20 +355,23 @@ async fn serve(inner: &Arc<Inner>, session: Arc<Session>, mut events: mpsc::Rece
                     cfg = now;
                 }
             }
-            _ = stats_tick.tick() => match session.stats().await {
-                Ok(st) => {
-                    let mut p = problem.clone();
-                    if !st.daemon_connected && p.is_none() {
-                        p = Some("the module does not see this daemon as its registered agent".to_owned());
+            _ = stats_tick.tick() => {
+                sweep_rows(inner).await;
+                match session.stats().await {
+                    Ok(st) => {
+                        let mut p = problem.clone();
+                        if !st.daemon_connected && p.is_none() {
+                            p = Some("the module does not see this daemon as its registered agent".to_owned());
+                        }
+                        let detail = serde_json::json!({
+                            "familyID": session.family.id,
+                            "stats": st,
+                        });
+                        publish(inner, p, Some(detail));
                     }
-                    let detail = serde_json::json!({
-                        "familyID": session.family.id,
-                        "stats": st,
-                    });
-                    publish(inner, p, Some(detail));
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => tracing::warn!(error = %e, "kernel: GET_STATS timed out"),
+                    Err(e) => return Some(format!("GET_STATS failed: {e}")),
                 }
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => tracing::warn!(error = %e, "kernel: GET_STATS timed out"),
-                Err(e) => return Some(format!("GET_STATS failed: {e}")),
             },
         }
     }
@@ -378,18 +380,50 @@ async fn serve(inner: &Arc<Inner>, session: Arc<Session>, mut events: mpsc::Rece
 fn conn_event(inner: &Inner, ev: &ConnEvent) {
     use riptides_kmod::uapi::*;
     tracing::debug!(conn = ev.conn_id, event = ev.event_name(), status = ev.status, "kernel connection event");
-    match ev.event {
-        RIPTIDES_EVENT_CLOSED | RIPTIDES_EVENT_REFUSED | RIPTIDES_EVENT_TIMED_OUT => {
-            let row = inner.rows.lock().unwrap_or_else(|p| p.into_inner()).remove(&ev.conn_id);
-            if let Some(row) = row {
-                if ev.event != RIPTIDES_EVENT_CLOSED && row.direction == Direction::Outbound {
-                    inner.table.record_failure(row.direction);
-                } else if ev.event != RIPTIDES_EVENT_CLOSED {
-                    inner.table.record_failure(Direction::Inbound);
-                }
+    if matches!(ev.event, RIPTIDES_EVENT_CLOSED | RIPTIDES_EVENT_REFUSED | RIPTIDES_EVENT_TIMED_OUT) {
+        let row = inner.rows.lock().unwrap_or_else(|p| p.into_inner()).remove(&ev.conn_id);
+        if let Some(row) = row {
+            if ev.event != RIPTIDES_EVENT_CLOSED {
+                inner.table.record_failure(row.direction);
             }
         }
-        _ => {}
+    }
+}
+
+/// Removes the rows of connections whose socket is gone. Once released (kTLS or plaintext)
+/// a socket no longer points at the module, so the module cannot report its close: the
+/// daemon looks each 4-tuple up with sock_diag (in its own network namespace, which is the
+/// application's: the module works per namespace).
+async fn sweep_rows(inner: &Arc<Inner>) {
+    let live: Vec<(u64, SocketAddr, SocketAddr)> = inner
+        .rows
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(id, g)| {
+            let (local, remote) = match g.direction {
+                Direction::Outbound => (g.source, g.destination),
+                Direction::Inbound => (g.destination, g.source),
+            };
+            (*id, local, remote)
+        })
+        .collect();
+    if live.is_empty() {
+        return;
+    }
+    let gone = tokio::task::spawn_blocking(move || {
+        live.into_iter()
+            .filter(|(_, local, remote)| {
+                matches!(process::sockdiag::lookup(*local, *remote, Duration::from_secs(1)), Ok(None))
+            })
+            .map(|(id, _, _)| id)
+            .collect::<Vec<u64>>()
+    })
+    .await
+    .unwrap_or_default();
+    let mut rows = inner.rows.lock().unwrap_or_else(|p| p.into_inner());
+    for id in gone {
+        rows.remove(&id);
     }
 }
 

@@ -527,8 +527,12 @@ mod tests {
                 x ^= x << 5;
                 g.push(x as u8);
             }
-            let _ = parse_attrs(&g).map(|v| v.iter().map(|a| a.nested_attrs().is_ok()).count());
-            let _ = parse_messages(&g).map(|v| v.iter().map(|m| m.genl().is_ok()).count());
+            if let Ok(v) = parse_attrs(&g) {
+                v.iter().for_each(|a| drop(a.nested_attrs()));
+            }
+            if let Ok(v) = parse_messages(&g) {
+                v.iter().for_each(|m| drop(m.genl()));
+            }
         }
     }
 
