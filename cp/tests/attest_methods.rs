@@ -10,8 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use riptides_cp::attest::{AttestError, AttestationProof, Attestor, AttestorConfig, RateLimitConfig, SigningPool};
 use riptides_cp::ca::{Ca, CaConfig};
 use riptides_cp::store::{ObjectKey, RedbStore, Store};
@@ -488,4 +486,14 @@ fn verifier_validation_names_the_field() {
         "jwt": {"issuer": "https://i", "jwks": gh.jwks(), "audiences": ["a"], "daemonIDClaims": ["sub"]}}),
     ))
     .unwrap();
+}
+
+#[test]
+fn support_base64_matches_the_crate() {
+    use base64::Engine as _;
+    for data in [&b""[..], b"h", b"he", b"hel", b"hello!?\xff\x00"] {
+        assert_eq!(STANDARD.encode(data), base64::engine::general_purpose::STANDARD.encode(data));
+        assert_eq!(URL_SAFE_NO_PAD.encode(data), base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data));
+        assert_eq!(STANDARD.decode(&STANDARD.encode(data)).unwrap(), data);
+    }
 }

@@ -326,6 +326,13 @@ impl Attestor {
     }
 }
 
+/// The daemon id of the `Daemon` in `namespace` whose SPIFFE ID is `id` (for daemon IDs that a
+/// `workloadIDTemplate` made with more than one path segment, where the id cannot be read off
+/// the path).
+pub async fn daemon_id_of(store: &dyn Store, namespace: &str, id: &SpiffeId) -> Result<Option<String>, AttestError> {
+    Ok(daemon::find_by_spiffe_id(store, namespace, id).await?.map(|d| d.id))
+}
+
 /// `sha256:<hex>` of a CSR's SubjectPublicKeyInfo (`None` if it does not parse; signing will
 /// then refuse the CSR anyway).
 pub fn csr_key_hash(csr_der: &[u8]) -> Option<String> {

@@ -65,7 +65,25 @@ async fn serve_streams(conn: Arc<dyn Connection>, peer: Peer, ctx: Arc<EndpointC
 
 /// Entry point for every accepted connection.
 pub(super) async fn serve_connection(conn: Arc<dyn Connection>, ctx: Arc<EndpointContext>) {
-    let peer = identify(conn.as_ref(), &ctx.ca);
+    let mut peer = identify(conn.as_ref(), &ctx.ca);
+    // A daemon SPIFFE ID rendered by a multi-segment workloadIDTemplate
+    // (`riptides/daemon/aws/<account>/<region>/<instance>`): its Daemon resource says which
+    // daemon it is.
+    if let Peer::Other(id) = &peer {
+        if id.path().starts_with(super::DAEMON_PATH_PREFIX) {
+            match crate::attest::daemon_id_of(ctx.store.as_ref(), &ctx.namespace, id).await {
+                Ok(Some(daemon)) => {
+                    let not_after = conn
+                        .peer_certificates()
+                        .and_then(|c| c.first().map(|l| super::leaf_not_after(l)))
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    peer = Peer::Daemon { id: daemon, spiffe_id: id.clone(), not_after };
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(spiffe_id = %id, error = %e, "cannot look up the daemon of a connection"),
+            }
+        }
+    }
     let remote = conn.remote_addr();
     match peer {
         Peer::Daemon { ref id, .. } => {

@@ -8,9 +8,44 @@ use aws_lc_rs::signature::{
     EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING,
     ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256,
 };
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use base64::Engine as _;
 use serde_json::{json, Value};
+
+/// Base64 without a crate (the daemon's tests share this file and have no base64 dependency).
+pub struct B64(&'static [u8; 64], bool);
+pub const STANDARD: B64 = B64(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", true);
+pub const URL_SAFE_NO_PAD: B64 = B64(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", false);
+
+impl B64 {
+    pub fn encode(&self, data: impl AsRef<[u8]>) -> String {
+        let mut out = String::new();
+        for chunk in data.as_ref().chunks(3) {
+            let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+            for i in 0..=chunk.len() {
+                out.push(self.0[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+            if self.1 {
+                out.push_str(&"=="[..2 - (chunk.len() - 1)]);
+            }
+        }
+        out
+    }
+
+    pub fn decode(&self, s: &str) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0u32);
+        for c in s.bytes().filter(|c| *c != b'=') {
+            let v = self.0.iter().position(|x| *x == c).ok_or("not base64")? as u32;
+            acc = (acc << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        Ok(out)
+    }
+}
 
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()

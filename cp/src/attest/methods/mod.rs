@@ -270,6 +270,17 @@ impl NodeVerifier for ProofVerifier {
         let mut claims = checked.claims;
         claims.insert("id".into(), checked.id.clone());
         let spiffe_id = daemon_spiffe_id(&spec, &claims, &ctx.trust_domain)?;
+        // Two daemons must never share a SPIFFE ID: a template without an instance-specific
+        // claim would merge them.
+        if let Some(other) = daemon::find_by_spiffe_id(self.store.as_ref(), &self.namespace, &spiffe_id).await? {
+            if other.id != checked.id {
+                return Err(AttestError::Misconfigured(format!(
+                    "the workloadIDTemplate of verifier {name:?} renders {spiffe_id}, which daemon {} already holds; \
+                     include {{{{id}}}} or an instance-specific claim",
+                    other.id
+                )));
+            }
+        }
         let node = VerifiedNode { claims, daemon_id: checked.id, group: spec.daemon_group, verifier: name, spiffe_id };
         // Read-only pre-check of the re-attestation rule, so a refused attempt is not signed;
         // `consume` decides atomically.
