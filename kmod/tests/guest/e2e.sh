@@ -89,7 +89,7 @@ for n in 1 2 3; do
   "$IP" -n "$P$ns" addr add "10.0.$n.2/24" dev eth0 && "$IP" -n "$P$ns" link set eth0 up || topo_ok=0
   "$IP" -n "$P$ns" route add default via "10.0.$n.1" || topo_ok=0
 done
-if [ "$topo_ok" = 1 ] && nsx a ping -c1 -W2 10.0.2.2 >/dev/null 2>&1; then
+if [ "$topo_ok" = 1 ] && wait_for 15 nsx a ping -c1 -W1 10.0.2.2; then
   res PASS topology "namespaces a, b, c routed through the root namespace"
 else
   res FAIL topology "could not build the namespaces/veth links (veth module? iproute2 ip netns?)"
