@@ -141,6 +141,8 @@ pub struct DaemonConfig {
     /// Initial trust in the CP; required when the data dir holds no bundle yet.
     pub ca: Option<CaTrust>,
     pub join_token: Option<JoinToken>,
+    /// How the daemon attests (`--attestation`; join tokens by default).
+    pub attestation: crate::attest::AttestationConfig,
     pub data_dir: PathBuf,
     pub admin_addr: SocketAddr,
     pub dataplane: DataplaneMode,
@@ -180,6 +182,7 @@ impl DaemonConfig {
             trust_domain: TrustDomain::parse(DEFAULT_TRUST_DOMAIN).expect("valid literal"),
             ca: None,
             join_token: None,
+            attestation: crate::attest::AttestationConfig::default(),
             data_dir: data_dir.into(),
             admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("valid literal"),
             dataplane: DataplaneMode::Auto,

@@ -17,6 +17,7 @@
 //! snapshot each actor publishes its part of (for accessors, the admin listener and the tunnel).
 
 pub mod admin;
+pub mod attest;
 pub mod backoff;
 pub mod certs;
 pub mod config;
@@ -108,7 +109,7 @@ impl Daemon {
             tracing::error!(error = %format!("{e:#}"), "the identity in the data dir is unreadable");
             None
         });
-        if persisted.is_none() && config.join_token.is_none() {
+        if persisted.is_none() && config.join_token.is_none() && config.attestation.method == attest::Method::Token {
             tracing::warn!("no identity in the data dir and no --join-token: the daemon cannot attest");
         }
         if persisted.is_none() && config.ca.is_none() {

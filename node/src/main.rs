@@ -43,6 +43,8 @@ struct Args {
     /// loaded, else the userspace dataplane (nftables capture); /readyz says which.
     #[arg(long, value_name = "MODE", default_value = "auto")]
     dataplane: DataplaneMode,
+    #[command(flatten)]
+    attestation: riptides_node::attest::AttestArgs,
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -62,6 +64,7 @@ impl Args {
             (None, None) => None,
         };
         c.join_token = self.join_token.filter(|t| !t.trim().is_empty()).map(JoinToken::new);
+        c.attestation = self.attestation.into_config()?;
         c.admin_addr = self.admin_addr;
         c.dataplane = self.dataplane;
         Ok(c)

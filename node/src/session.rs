@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use riptides_wire::proto::messages::{
-    AttestRequest, DaemonStatusReport, ErrorCode, HealthReport, ProtoError, Request, Response, SvidMsg, TrustBundleMsg,
-    TunnelRequest, TunnelResponse, WorkloadCsr,
+    AttestRequest, DaemonStatusReport, ErrorCode, HealthReport, ProofAttestRequest, ProtoError, Request, Response,
+    SvidMsg, TrustBundleMsg, TunnelRequest, TunnelResponse, WorkloadCsr,
 };
 use riptides_wire::proto::{read_frame, read_frame_timeout, write_frame, FrameConfig, FrameError};
 use riptides_wire::tls::{CertificateDer, ServerTrust};
@@ -240,6 +240,9 @@ fn bootstrap_trust(ctx: &Ctx, known: Option<&PersistedIdentity>) -> Result<Serve
     }
 }
 
+const TOKEN_TODO: &str =
+    "create a new token with `riptides token create` and restart the daemon with --join-token <token>";
+
 enum AttestFail {
     /// Do not retry without operator action.
     Fatal(Problem),
@@ -251,19 +254,24 @@ async fn attest(
     dialer: &mut Dialer,
     known: Option<&PersistedIdentity>,
 ) -> Result<PersistedIdentity, AttestFail> {
-    let Some(token) = ctx.config.join_token.clone() else {
-        let msg = match known {
-            Some(p) => format!(
-                "the daemon SVID {} expired at {} while the daemon could not renew it, and no join token was given: \
-                 create a new token with `riptides token create` and restart the daemon with --join-token <token>",
-                p.identity.spiffe_id,
-                crate::rfc3339(identity::unix(p.identity.not_after))
-            ),
-            None => "the daemon has no identity yet and no join token was given: create a token with \
-                     `riptides token create` and start the daemon with --join-token <token>"
-                .to_owned(),
-        };
-        return Err(AttestFail::Fatal(Problem::NeedsJoinToken(msg)));
+    let method = ctx.config.attestation.method;
+    let token = match (&ctx.config.join_token, method) {
+        (Some(t), crate::attest::Method::Token) => Some(t.clone()),
+        (None, crate::attest::Method::Token) => {
+            let msg = match known {
+                Some(p) => format!(
+                    "the daemon SVID {} expired at {} while the daemon could not renew it, and no join token was given: \
+                     create a new token with `riptides token create` and restart the daemon with --join-token <token>",
+                    p.identity.spiffe_id,
+                    crate::rfc3339(identity::unix(p.identity.not_after))
+                ),
+                None => "the daemon has no identity yet and no join token was given: create a token with \
+                         `riptides token create` and start the daemon with --join-token <token>"
+                    .to_owned(),
+            };
+            return Err(AttestFail::Fatal(Problem::NeedsJoinToken(msg)));
+        }
+        _ => None,
     };
     let trust = bootstrap_trust(ctx, known).map_err(|m| AttestFail::Fatal(Problem::NoTrust(m)))?;
     // The same key across retries: a retry after a lost answer is then recognised as ours.
@@ -273,10 +281,38 @@ async fn attest(
         Some(m) => ractor::call!(m, MetadataMsg::Get).unwrap_or_default(),
         None => Default::default(),
     };
+    // Collected before dialing (and fresh every attempt: tokens rotate); a metadata service or
+    // a token file that is not there yet is retried with backoff.
+    let collected = match token {
+        Some(_) => None,
+        None => Some(
+            crate::attest::collect(&ctx.config.attestation)
+                .await
+                .map_err(|e| AttestFail::Retry(format!("collecting the {method} attestation proof: {e:#}")))?,
+        ),
+    };
     let conn = dialer.dial(ctx, trust, None).await.map_err(|e| AttestFail::Retry(format!("{e:#}")))?;
-    tracing::info!(token_id = token.id(), transport = %conn.kind(), "attesting with a join token");
-    let req = Request::Attest(AttestRequest { token: token.secret_text().to_owned(), csr_der, host });
-    let resp = link::exchange(conn.as_ref(), &req, &FrameConfig::default(), ctx.config.request_timeout).await;
+    let timeout = ctx.config.request_timeout;
+    let resp = match (token, collected) {
+        (Some(token), _) => {
+            tracing::info!(token_id = token.id(), transport = %conn.kind(), "attesting with a join token");
+            let req = Request::Attest(AttestRequest { token: token.secret_text().to_owned(), csr_der, host });
+            link::exchange(conn.as_ref(), &req, &FrameConfig::default(), timeout).await
+        }
+        (None, Some(c)) => {
+            tracing::info!(%method, verifier = ?ctx.config.attestation.verifier, transport = %conn.kind(), "attesting");
+            let csr_key =
+                riptides_wire::resource::auth::sha256_tagged(&rcgen::PublicKeyData::subject_public_key_info(&key));
+            let req = Request::AttestProof(ProofAttestRequest {
+                verifier: ctx.config.attestation.verifier.clone(),
+                proof: c.proof,
+                csr_der,
+                host,
+            });
+            crate::attest::exchange(conn.as_ref(), &req, c.signer.as_ref(), &csr_key, timeout).await
+        }
+        (None, None) => Err(FrameError::Closed),
+    };
     conn.close("attested");
     let att = match resp.map(|r| r.expect_attested()) {
         Ok(Ok(a)) => a,
@@ -284,14 +320,24 @@ async fn attest(
             if e.code.is_retryable() {
                 return Err(AttestFail::Retry(format!("attestation: {e}")));
             }
-            let what = match e.code {
-                ErrorCode::TokenUsed => "the join token was already used (tokens are single use)",
-                ErrorCode::TokenExpired => "the join token has expired",
-                ErrorCode::InvalidToken => "the join token is unknown or malformed",
-                _ => "attestation was refused",
+            let (what, todo) = match e.code {
+                ErrorCode::TokenUsed => ("the join token was already used (tokens are single use)", TOKEN_TODO),
+                ErrorCode::TokenExpired => ("the join token has expired", TOKEN_TODO),
+                ErrorCode::InvalidToken => ("the join token is unknown or malformed", TOKEN_TODO),
+                ErrorCode::AlreadyAttested => (
+                    "this instance already attested a daemon (trust on first use)",
+                    "an operator must delete that Daemon resource (`riptides ctl delete daemon <id>`) before this \
+                     instance can attest again",
+                ),
+                ErrorCode::InvalidProof => (
+                    "the attestation proof was refused",
+                    "check the Verifier resource and the daemon's --attestation settings, then restart the daemon",
+                ),
+                _ if method == crate::attest::Method::Token => ("attestation was refused", TOKEN_TODO),
+                _ => ("attestation was refused", "check the Verifier resource, then restart the daemon"),
             };
             return Err(AttestFail::Fatal(Problem::AttestationRefused(format!(
-                "{what} ({}: {}): create a new token with `riptides token create` and restart the daemon with --join-token <token>",
+                "{what} ({}: {}): {todo}",
                 e.code, e.message
             ))));
         }
