@@ -105,6 +105,18 @@ pub(crate) enum ClaimRule {
     NewProof,
 }
 
+/// What an attestation claims a daemon id with.
+pub(crate) struct ClaimAttempt<'a> {
+    /// The Verifier method (`AWSIID`, ...).
+    pub method: &'static str,
+    /// `sha256:<hex>` of the CSR key.
+    pub key: Option<&'a str>,
+    /// `sha256:<hex>` of a bearer proof.
+    pub proof: Option<&'a str>,
+    pub rule: ClaimRule,
+    pub now: SystemTime,
+}
+
 /// Atomically claims the daemon id for an attestation by `node` and records
 /// `status.attestation`: creates the `Daemon` if it does not exist, otherwise applies `rule`.
 /// A `Daemon` admitted by another Verifier is never taken over. Of concurrent claims for a
@@ -113,12 +125,9 @@ pub(crate) async fn claim(
     store: &dyn Store,
     namespace: &str,
     node: &VerifiedNode,
-    method: &'static str,
-    key: Option<&str>,
-    proof: Option<&str>,
-    rule: ClaimRule,
-    now: SystemTime,
+    attempt: ClaimAttempt<'_>,
 ) -> Result<(), AttestError> {
+    let ClaimAttempt { method, key, proof, rule, now } = attempt;
     let rt = daemons()?;
     let key_obj = ObjectKey::new(rt.store_key(), namespace, &node.daemon_id);
     let now_s = crate::api::rfc3339(now);

@@ -36,7 +36,7 @@ pub(super) fn check(s: &GcpIitSettings, token: &str, now: SystemTime) -> Result<
     };
     let project = get("project_id").ok_or_else(|| invalid(M, "compute_engine", "no project_id"))?;
     let instance = get("instance_id").ok_or_else(|| invalid(M, "compute_engine", "no instance_id"))?;
-    if !s.projects.is_empty() && !s.projects.iter().any(|p| *p == project) {
+    if !s.projects.is_empty() && !s.projects.contains(&project) {
         return Err(invalid(M, "project", format!("project {} is not allowed", shown(&project))));
     }
     let mut claims = BTreeMap::new();

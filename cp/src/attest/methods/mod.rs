@@ -319,17 +319,14 @@ impl NodeVerifier for ProofVerifier {
             Reattestation::NewTokenOnly | Reattestation::TrustOnFirstUse => Self::bearer_hash(proof),
             _ => None,
         };
-        daemon::claim(
-            self.store.as_ref(),
-            &self.namespace,
-            node,
-            spec.method.as_str(),
-            ctx.csr_key.as_deref(),
-            bearer.as_deref(),
+        let attempt = daemon::ClaimAttempt {
+            method: spec.method.as_str(),
+            key: ctx.csr_key.as_deref(),
+            proof: bearer.as_deref(),
             rule,
-            ctx.now,
-        )
-        .await
+            now: ctx.now,
+        };
+        daemon::claim(self.store.as_ref(), &self.namespace, node, attempt).await
     }
 }
 
