@@ -49,20 +49,49 @@ struct Args {
     /// partitions).
     #[arg(long, default_value_t = 24 * 3600)]
     daemon_svid_ttl_secs: u64,
+    /// Export traces over OTLP/HTTP to this collector, e.g. http://127.0.0.1:4318
+    /// (/v1/traces is appended when the URL has no path).
+    #[arg(long, env = "RIPTIDES_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Args::parse()) {
+    let args = Args::parse();
+    // Held to the end of main: dropping it flushes the spans still buffered.
+    let _otlp = match init_tracing(args.otlp_endpoint.as_deref()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(args) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr (filter: RUST_LOG, default info) and, with `--otlp-endpoint`, the same spans
+/// to an OTLP collector.
+fn init_tracing(otlp_endpoint: Option<&str>) -> anyhow::Result<Option<riptides_wire::telemetry::OtlpGuard>> {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let (otlp, guard) = match otlp_endpoint {
+        Some(endpoint) => {
+            let (layer, guard) = riptides_wire::telemetry::otlp_layer("riptides-controlplane", endpoint)?;
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(otlp)
+        .init();
+    Ok(guard)
 }
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -48,6 +48,10 @@ struct Args {
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
+    /// Export traces over OTLP/HTTP to this collector, e.g. http://127.0.0.1:4318
+    /// (/v1/traces is appended when the URL has no path).
+    #[arg(long, env = "RIPTIDES_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 impl Args {
@@ -71,10 +75,19 @@ impl Args {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(&args.log)).init();
+    let otlp = init_tracing(&args.log, args.otlp_endpoint.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(run(args));
+    // Ending the runtime drops the tasks still running, which closes their spans (the control
+    // plane session, say); only then is the exporter flushed, so those spans are sent too.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    drop(otlp);
+    result
+}
+
+async fn run(args: Args) -> Result<()> {
     let config = args.into_config()?;
     let daemon = Daemon::start(config).await?;
     tracing::info!(name = daemon.name(), admin = ?daemon.admin_addr(), "riptides-daemon started");
@@ -91,6 +104,25 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Logs to stdout with `--log` as the filter and, with `--otlp-endpoint`, the same spans to an
+/// OTLP collector.
+fn init_tracing(log: &str, otlp_endpoint: Option<&str>) -> Result<Option<riptides_wire::telemetry::OtlpGuard>> {
+    use tracing_subscriber::prelude::*;
+    let (otlp, guard) = match otlp_endpoint {
+        Some(endpoint) => {
+            let (layer, guard) = riptides_wire::telemetry::otlp_layer("riptides-daemon", endpoint)?;
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new(log))
+        .with(tracing_subscriber::fmt::layer())
+        .with(otlp)
+        .init();
+    Ok(guard)
 }
 
 async fn shutdown_signal() {

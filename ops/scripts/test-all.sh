@@ -16,6 +16,9 @@ command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v stunnel4 >/dev/null || need_pkgs+=(stunnel4)
 command -v ss >/dev/null || need_pkgs+=(iproute2)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
+command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
+command -v dpkg-deb >/dev/null || need_pkgs+=(dpkg)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

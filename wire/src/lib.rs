@@ -7,6 +7,7 @@
 //! - [`resource`]: the Kubernetes-shaped resource types of the control plane's API.
 //! - [`kubeconfig`]: the kubeconfig file the control plane writes and clients read.
 //! - `client` (feature `client`): an HTTPS client for the resource API.
+//! - `telemetry` (feature `telemetry`, on by default): OTLP/HTTP trace export for both binaries.
 
 pub mod kubeconfig;
 pub mod proto;
@@ -20,5 +21,8 @@ pub mod client;
 pub mod tls;
 #[cfg(feature = "transport")]
 pub mod transport;
+
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
 
 pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
