@@ -32,6 +32,8 @@ DP=${E2E_DATAPLANE:-kernel}
 W=/tmp/e2e
 rm -rf "$W"; mkdir -p "$W"
 LOG=${LOG:-/tmp/results}
+# A write to the FIFO of a client that already exited must fail, not kill the script.
+trap '' PIPE
 
 res() { # res <PASS|FAIL> <scenario> <details...>
   st=$1; sc=$2; shift 2
@@ -320,7 +322,7 @@ fi
 mkfifo "$W/feed"
 (sleep 200 | nsx b timeout 200 nc -l -p 8002 > "$W/b-long" 2>&1) &
 wait_for 10 listening b 8002
-(nsx a timeout 200 nc $B 8002 < "$W/feed" > /dev/null 2>&1) &
+(nsx a timeout 200 nc $B 8002 < "$W/feed" > "$W/a-long" 2>&1) &
 exec 3>"$W/feed"
 echo "LINE-BEFORE-KILL" >&3
 if wait_for 20 grep -q LINE-BEFORE-KILL "$W/b-long"; then
@@ -345,7 +347,7 @@ if wait_for 20 grep -q LINE-BEFORE-KILL "$W/b-long"; then
     res FAIL rmmod-live "rmmod refused: $(cat "$W/rmmod.err")"
   fi
 else
-  res FAIL daemon-kill "the long-lived connection did not carry its first line"; logtail "$W/daemon-a.log"
+  res FAIL daemon-kill "the long-lived connection did not carry its first line"; logtail "$W/a-long"; logtail "$W/daemon-a.log"
 fi
 exec 3>&-
 
