@@ -13,12 +13,15 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use riptides_wire::proto::messages::{PolicyDocument, PolicyItem, PolicyKey, PolicyKind, PolicyUpdate, TrustBundleMsg};
+use riptides_wire::proto::messages::{
+    CredentialSet, CredentialSourceItem, PolicyDocument, PolicyItem, PolicyKey, PolicyKind, PolicyUpdate,
+    TrustBundleMsg,
+};
 use riptides_wire::resource::{self, ResourceType};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::object::from_stored;
+use crate::api::object::{from_stored, from_stored_with_secrets};
 use crate::ca::{Ca, TrustBundle};
 use crate::store::{Store, StoreError, StoredObject, WatchEvent};
 
@@ -47,6 +50,12 @@ fn wi_type() -> &'static ResourceType {
 }
 fn svc_type() -> &'static ResourceType {
     resource::by_name("services").expect("Service is a known kind")
+}
+fn binding_type() -> &'static ResourceType {
+    resource::by_name("credentialbindings").expect("CredentialBinding is a known kind")
+}
+fn source_type() -> &'static ResourceType {
+    resource::by_name("credentialsources").expect("CredentialSource is a known kind")
 }
 
 /// Whether a WorkloadIdentity (stored JSON) may be carried by the daemon in `scope`.
@@ -137,9 +146,86 @@ impl PolicyCompiler {
                 Err(e) => tracing::error!(key = %s.key, error = %e, "corrupt stored object left out of policy"),
             }
         }
+        let (creds, r3) = self.credentials(&wis, scope).await?;
+        if !creds.bindings.is_empty() {
+            items.push(PolicyItem::Credentials(creds));
+        }
         let bundle = bundle_msg(&self.ca.bundle());
         let doc = PolicyDocument { trust_domain: bundle.trust_domain.clone(), bundle, items };
-        Ok((r1.min(r2), doc))
+        Ok((r1.min(r2).min(r3), doc))
+    }
+
+    /// The credential part of `scope`'s document: the CredentialBindings whose `workloadID`
+    /// is that of a WorkloadIdentity in scope (same namespace), and the CredentialSources they
+    /// name, secrets included. Nothing else ever carries a secret to a daemon. Also returns
+    /// the older of the two list revisions.
+    async fn credentials(
+        &self,
+        wis: &[StoredObject],
+        scope: &DaemonScope,
+    ) -> Result<(CredentialSet, u64), PolicyError> {
+        let mut local: BTreeSet<(String, String)> = BTreeSet::new();
+        for w in wis {
+            let Ok(v) = from_stored(w, w.mod_revision) else { continue };
+            if !in_scope(&v, scope) {
+                continue;
+            }
+            if let Some(id) = v.pointer("/spec/workloadID").and_then(Value::as_str) {
+                local.insert((w.key.namespace.clone(), id.trim_start_matches('/').to_owned()));
+            }
+        }
+        let (bindings, r1) = self.store.list(&binding_type().store_key(), None).await?;
+        let mut set = CredentialSet::default();
+        let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
+        for b in &bindings {
+            let Ok(v) = from_stored(b, b.mod_revision) else {
+                tracing::error!(key = %b.key, "corrupt stored object left out of policy");
+                continue;
+            };
+            let Some(id) = v.pointer("/spec/workloadID").and_then(Value::as_str) else { continue };
+            if !local.contains(&(b.key.namespace.clone(), id.trim_start_matches('/').to_owned())) {
+                continue;
+            }
+            if let Some(src) = v.pointer("/spec/credentialSource").and_then(Value::as_str) {
+                wanted.insert((b.key.namespace.clone(), src.to_owned()));
+            }
+            set.bindings.push(v.to_string());
+        }
+        if set.bindings.is_empty() {
+            return Ok((set, r1));
+        }
+        let (sources, r2) = self.store.list(&source_type().store_key(), None).await?;
+        for s in &sources {
+            if !wanted.contains(&(s.key.namespace.clone(), s.key.name.clone())) {
+                continue;
+            }
+            let Ok(mut v) = from_stored_with_secrets(s, s.mod_revision) else {
+                tracing::error!(key = %s.key, "corrupt stored object left out of policy");
+                continue;
+            };
+            let secret = v
+                .pointer_mut("/spec")
+                .and_then(Value::as_object_mut)
+                .and_then(|spec| spec.remove("secretValue"))
+                .and_then(|s| s.as_str().map(riptides_wire::resource::core::SecretValue::new));
+            set.sources.push(CredentialSourceItem { resource: v.to_string(), secret });
+        }
+        Ok((set, r1.min(r2)))
+    }
+
+    /// The credential set now, for a delta: `None` when it has not changed since `last`.
+    async fn credentials_delta(
+        &self,
+        scope: &DaemonScope,
+        last: &mut Option<CredentialSet>,
+    ) -> Result<Option<PolicyItem>, PolicyError> {
+        let (wis, _) = self.store.list(&wi_type().store_key(), None).await?;
+        let (set, _) = self.credentials(&wis, scope).await?;
+        if last.as_ref() == Some(&set) {
+            return Ok(None);
+        }
+        *last = Some(set.clone());
+        Ok(Some(PolicyItem::Credentials(set)))
     }
 
     /// Streams policy to one daemon through `send` until `cancel` fires or `send` fails:
@@ -165,6 +251,9 @@ impl PolicyCompiler {
             },
             _ => None,
         };
+        // The credential set last sent (`None`: unknown to us, e.g. after a resume, so the
+        // next computation is sent whatever it is).
+        let mut creds_sent: Option<CredentialSet> = None;
         let (mut revision, mut watch) = match resumed {
             Some((r, w)) => {
                 tracing::info!(daemon = %scope.id, from = r, "policy stream resumed without snapshot");
@@ -172,6 +261,15 @@ impl PolicyCompiler {
             }
             None => {
                 let (rev, doc) = self.snapshot(scope).await?;
+                creds_sent = Some(
+                    doc.items
+                        .iter()
+                        .find_map(|i| match i {
+                            PolicyItem::Credentials(c) => Some(c.clone()),
+                            _ => None,
+                        })
+                        .unwrap_or_default(),
+                );
                 let watch = self.store.watch(None, None, rev).await?;
                 tracing::info!(daemon = %scope.id, revision = rev, items = doc.items.len(), "policy snapshot sent");
                 if !send(PolicyUpdate::Snapshot { revision: rev, document: doc }).await {
@@ -186,6 +284,20 @@ impl PolicyCompiler {
             bundle_seq = 0;
         }
         let (wi_key, svc_key) = (wi_type().store_key(), svc_type().store_key());
+        let cred_keys = [binding_type().store_key(), source_type().store_key()];
+        if creds_sent.is_none() {
+            // Resumed: the daemon may hold a set from before that changed meanwhile. Send the
+            // current one, unless the feature is unused (no set now and none to clear).
+            let mut last = None;
+            if let Some(item) = self.credentials_delta(scope, &mut last).await? {
+                let empty = matches!(&item, PolicyItem::Credentials(c) if c.bindings.is_empty());
+                let used = !empty || !self.store.list(&binding_type().store_key(), None).await?.0.is_empty();
+                if used && !send(PolicyUpdate::Delta { revision, upserts: vec![item], removals: vec![] }).await {
+                    return Err(PolicyError::Closed);
+                }
+            }
+            creds_sent = last;
+        }
         let mut bundle_tick = tokio::time::interval(BUNDLE_POLL);
         loop {
             let first = tokio::select! {
@@ -211,6 +323,11 @@ impl PolicyCompiler {
                 events.push(ev?);
             }
             let (mut upserts, mut removals) = (Vec::new(), Vec::new());
+            // Bindings, sources and workload scopes decide the credential set: recompute it
+            // whenever one of them changed, send it when it differs from the last one sent.
+            let creds_touched = events
+                .iter()
+                .any(|ev| ev.key().resource == wi_key || cred_keys.iter().any(|k| *k == ev.key().resource));
             let mut touched = BTreeSet::new();
             // Later events for the same key win: walk backwards and keep the first seen.
             for ev in events.iter().rev() {
@@ -224,11 +341,16 @@ impl PolicyCompiler {
                     Change::None => {}
                 }
             }
+            upserts.reverse();
+            removals.reverse();
+            if creds_touched {
+                if let Some(item) = self.credentials_delta(scope, &mut creds_sent).await? {
+                    upserts.push(item);
+                }
+            }
             if upserts.is_empty() && removals.is_empty() {
                 continue;
             }
-            upserts.reverse();
-            removals.reverse();
             tracing::debug!(daemon = %scope.id, revision, upserts = upserts.len(), removals = removals.len(), "policy delta");
             if !send(PolicyUpdate::Delta { revision, upserts, removals }).await {
                 return Err(PolicyError::Closed);

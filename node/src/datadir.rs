@@ -166,7 +166,8 @@ impl DataDir {
 
     pub fn save_policy(&self, revision: u64, document: &PolicyDocument) -> Result<()> {
         let file = PolicyFile { revision, document: document.clone() };
-        write_atomic(&self.policy_path(), &serde_json::to_vec(&file)?, FILE_MODE)
+        // Private: the document may carry credential secrets (CredentialSources).
+        write_atomic(&self.policy_path(), &serde_json::to_vec(&file)?, KEY_MODE)
     }
 
     pub fn load_policy(&self) -> Result<Option<(u64, PolicyDocument)>> {

@@ -21,6 +21,7 @@ pub mod attest;
 pub mod backoff;
 pub mod certs;
 pub mod config;
+pub mod credentials;
 pub mod datadir;
 pub mod dataplane;
 pub mod gatekeeper;
@@ -132,7 +133,7 @@ impl Daemon {
         tracing::info!(requested = %config.dataplane, dataplane = %dataplane, "dataplane selected");
         let userspace = match dataplane {
             DataplaneMode::Userspace => Some(
-                userspace::Userspace::start(config.userspace.clone(), creds_rx.clone(), connections.clone())
+                userspace::Userspace::start(userspace_config(&config), creds_rx.clone(), connections.clone())
                     .await
                     .context("starting the userspace dataplane")?,
             ),
@@ -157,6 +158,9 @@ impl Daemon {
             (None, Some(k)) => Arc::new(k.clone()),
             (None, None) => Arc::new(NoDataplane),
         };
+        if let Some(i) = userspace.as_ref().and_then(|u| u.intercept()) {
+            i.publish_status(shared.clone());
+        }
         let ctx = Arc::new(Ctx { root: root.clone(), config, data, shared, credentials, connections });
         let backoff = Backoff::fixed_growth(Duration::from_millis(100), Duration::from_secs(10), 2.0);
         let children = vec![
@@ -314,4 +318,15 @@ mod tests {
         assert!(super::unhex("abc").is_none());
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
     }
+}
+
+/// The userspace dataplane's settings with what comes from the daemon's: the intercept CA
+/// lives in `<data dir>/intercept`, token requests carry the capture mark.
+fn userspace_config(config: &DaemonConfig) -> userspace::UserspaceConfig {
+    let mut c = config.userspace.clone();
+    if c.intercept.dir.is_none() {
+        c.intercept.dir = Some(config.data_dir.join("intercept"));
+    }
+    c.intercept.credentials.mark = c.capture.mark;
+    c
 }

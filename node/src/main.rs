@@ -45,6 +45,11 @@ struct Args {
     dataplane: DataplaneMode,
     #[command(flatten)]
     attestation: riptides_node::attest::AttestArgs,
+    /// Opt-in: also write the node's TLS intercept CA certificate to this file (e.g.
+    /// /usr/local/share/ca-certificates/riptides-intercept.crt, then run update-ca-certificates).
+    /// The certificate is always published as <data-dir>/intercept/ca.crt.
+    #[arg(long, value_name = "FILE")]
+    intercept_trust_store: Option<PathBuf>,
     /// Log filter (RUST_LOG syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -71,6 +76,7 @@ impl Args {
         c.attestation = self.attestation.into_config()?;
         c.admin_addr = self.admin_addr;
         c.dataplane = self.dataplane;
+        c.userspace.intercept.trust_store_path = self.intercept_trust_store;
         Ok(c)
     }
 }

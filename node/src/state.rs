@@ -79,6 +79,13 @@ pub struct Status {
     pub dataplane_problem: Option<String>,
     /// The dataplane's own health detail for `/config_dump` (kernel: the module's stats).
     pub dataplane_detail: serde_json::Value,
+    /// TLS intercept for `/config_dump`: CA certificate path, credential sources' states
+    /// (never a value).
+    pub intercept: serde_json::Value,
+    /// Credential sources without a usable credential; shown by `/readyz` as degraded
+    /// (requests needing them are refused), without failing readiness: one unreachable token
+    /// endpoint must not take a whole node out.
+    pub credential_problems: Vec<String>,
 }
 
 impl Status {
@@ -104,6 +111,8 @@ impl Status {
             started_at: SystemTime::now(),
             dataplane_problem: None,
             dataplane_detail: serde_json::Value::Null,
+            intercept: serde_json::Value::Null,
+            credential_problems: Vec::new(),
         }
     }
 
@@ -165,6 +174,14 @@ impl Status {
         body.push_str("dataplane: ");
         body.push_str(&self.dataplane);
         body.push('\n');
+        if !self.credential_problems.is_empty() {
+            body.push_str("degraded:\n");
+            for p in &self.credential_problems {
+                body.push_str("- ");
+                body.push_str(p);
+                body.push('\n');
+            }
+        }
         (reasons.is_empty(), body)
     }
 
@@ -184,6 +201,7 @@ impl Status {
                 "items": self.policy.items.len(),
                 "bundleSequence": self.policy.bundle.sequence,
             },
+            "intercept": self.intercept,
             "identities": self.identities.iter().map(|i| serde_json::json!({
                 "spiffeID": i.spiffe_id,
                 "kind": i.kind,

@@ -54,6 +54,8 @@ pub struct UserspaceConfig {
     /// How long to wait for the application's first bytes to tell TLS (passthrough) from
     /// plaintext on outbound connections. Server-speaks-first protocols pay this once.
     pub first_bytes_wait: Duration,
+    /// TLS intercept (egress `connection.tls.intercept`): CA directory, limits, token fetching.
+    pub intercept: crate::dataplane::intercept::InterceptConfig,
 }
 
 impl Default for UserspaceConfig {
@@ -65,6 +67,7 @@ impl Default for UserspaceConfig {
             permissive_memory: Duration::from_secs(300),
             max_connections: 4096,
             first_bytes_wait: Duration::from_millis(200),
+            intercept: Default::default(),
         }
     }
 }
@@ -79,6 +82,9 @@ struct Inner {
     /// Destinations that answered a PERMISSIVE mTLS attempt like a non-Riptides peer.
     plaintext_peers: Mutex<HashMap<SocketAddr, Instant>>,
     cancel: CancellationToken,
+    /// `None` when no intercept directory is configured or the CA could not be loaded:
+    /// connections asking for intercept are then refused.
+    intercept: Option<Arc<crate::dataplane::intercept::Intercept>>,
 }
 
 /// A running userspace dataplane. Dropping it stops the listeners; call [`Userspace::stop`]
@@ -108,7 +114,18 @@ impl Userspace {
             .context("installing the nftables table")?;
         tracing::info!(?reconciled, table = %cfg.capture.table, "userspace dataplane capture installed");
         let (rules, _) = watch::channel(None);
+        let intercept = match cfg.intercept.dir {
+            None => None,
+            Some(_) => match crate::dataplane::intercept::Intercept::start(cfg.intercept.clone()) {
+                Ok(i) => Some(Arc::new(i)),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS intercept unavailable; connections asking for it are refused");
+                    None
+                }
+            },
+        };
         let inner = Arc::new(Inner {
+            intercept,
             identifier: Arc::new(Identifier::new(IdentifyConfig::default())),
             cfg,
             rules,
@@ -134,6 +151,11 @@ impl Userspace {
     pub fn table(&self) -> &Arc<ConnectionTable> {
         &self.inner.table
     }
+
+    /// TLS intercept (CA, credentials), when available.
+    pub fn intercept(&self) -> Option<&Arc<crate::dataplane::intercept::Intercept>> {
+        self.inner.intercept.as_ref()
+    }
 }
 
 impl Connector for Userspace {
@@ -154,6 +176,9 @@ impl Connector for Userspace {
             tracing::warn!(revision, warning = %w, "policy");
         }
         let capture_rules = capture_rules(&rules);
+        if let Some(i) = &self.inner.intercept {
+            i.credentials.apply(rules.credential_sources().to_vec());
+        }
         self.inner.rules.send_replace(Some(rules));
         let capture = self.inner.capture.clone();
         tokio::spawn(async move {
@@ -219,7 +244,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, direction: Direct
                 // Not a redirected connection: someone dialled the listener directly.
                 _ => return,
             };
-            let span = tracing::info_span!("conn", ?direction, src = %peer, dst = %dst, workload = tracing::field::Empty, peer_id = tracing::field::Empty);
+            let span = tracing::info_span!("conn", ?direction, src = %peer, dst = %dst, workload = tracing::field::Empty, peer_id = tracing::field::Empty, binding = tracing::field::Empty);
             let r = match direction {
                 Direction::Outbound => outbound(stream, peer, dst, &inner).instrument(span.clone()).await,
                 Direction::Inbound => inbound(stream, peer, dst, &inner).instrument(span.clone()).await,
@@ -290,18 +315,37 @@ async fn outbound(mut client: TcpStream, peer: SocketAddr, dst: SocketAddr, inne
         _ => EgressDecision::Passthrough,
     };
     let upstream = dial_marked(dst, inner.cfg.capture.mark).await.with_context(|| format!("dialing {dst}"))?;
-    let (mode, allowed, service) = match decision {
+    let (mode, allowed, service, intercept) = match decision {
         EgressDecision::Passthrough => {
             row.set_mode("passthrough");
             row.set_state("established");
             relay(client, upstream, &row.counters, &inner.cfg.relay).await?;
             return Ok(());
         }
-        EgressDecision::Mtls { mode, allowed, service, .. } => (mode, allowed, service),
+        EgressDecision::Mtls { mode, allowed, service, intercept } => (mode, allowed, service, intercept),
     };
     let (Some(rules), Some(w)) = (rules, workload) else { unreachable!("an mTLS decision needs rules and a workload") };
     tracing::Span::current().record("workload", tracing::field::display(&w.spiffe_id));
     row.set_own_id(&w.spiffe_id);
+    if intercept && app_tls {
+        // TLS intercept: terminate the application's TLS, inject the bound credential,
+        // re-encrypt to the verified real server. Never passed on unintercepted.
+        let icpt =
+            inner.intercept.clone().context("the rule asks for TLS intercept but it is unavailable; refusing")?;
+        let svid = inner.creds.borrow().get(w.spiffe_id.as_str()).cloned();
+        let o = crate::dataplane::intercept::OutboundIntercept {
+            dst,
+            sni: sni.clone(),
+            mode,
+            allowed: &allowed,
+            service: &service,
+            workload: &w,
+            rules: &rules,
+            svid,
+            handshake: &inner.cfg.handshake,
+        };
+        return icpt.outbound(client, upstream, o, row).await;
+    }
     if mode == TlsMode::Simple {
         if app_tls {
             // The application does its own TLS to the external service; adding ours would

@@ -18,11 +18,46 @@ pub fn to_stored(mut object: Value) -> Vec<u8> {
     serde_json::to_vec(&object).expect("JSON values always serialise")
 }
 
-/// Decodes a stored object and sets `metadata.resourceVersion` to `revision`.
+/// Decodes a stored object as the API shows it: `metadata.resourceVersion` set to `revision`
+/// and write-only fields (a CredentialSource's `spec.secretValue`) removed. Every API answer
+/// (get, list, watch, create/update/delete echoes) goes through here.
 pub fn from_stored(obj: &StoredObject, revision: u64) -> Result<Value, serde_json::Error> {
+    let mut v = from_stored_with_secrets(obj, revision)?;
+    remove_write_only(&mut v);
+    Ok(v)
+}
+
+/// [`from_stored`] with write-only fields kept: only for the policy compiler, which delivers
+/// them to the daemons that need them.
+pub fn from_stored_with_secrets(obj: &StoredObject, revision: u64) -> Result<Value, serde_json::Error> {
     let mut v: Value = serde_json::from_slice(&obj.value)?;
     set_resource_version(&mut v, revision);
     Ok(v)
+}
+
+fn is_credential_source(v: &Value) -> bool {
+    v.get("kind").and_then(Value::as_str) == Some("CredentialSource")
+}
+
+/// Removes the fields the API never returns.
+pub fn remove_write_only(v: &mut Value) {
+    if is_credential_source(v) {
+        if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("secretValue");
+        }
+    }
+}
+
+/// An update that omits a write-only field keeps the stored value (clients never see it, so
+/// they cannot send it back).
+pub fn keep_write_only(new: &mut Value, current: &Value) {
+    if !is_credential_source(current) {
+        return;
+    }
+    let Some(secret) = current.pointer("/spec/secretValue") else { return };
+    if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.entry("secretValue").or_insert_with(|| secret.clone());
+    }
 }
 
 pub fn set_resource_version(v: &mut Value, revision: u64) {

@@ -260,6 +260,7 @@ async fn write_update(
         }
         meta.insert("generation".into(), json!(if spec_changed { generation + 1 } else { generation }));
     }
+    object::keep_write_only(&mut obj, &cur);
     let obj = validate(st, rt, &key.namespace, obj)?;
     if expect != current.mod_revision {
         return Err(ApiError::from_store(

@@ -11,11 +11,13 @@
 //!   parsing for PERMISSIVE and passthrough.
 //! - [`table`]: the bounded registry of live connections (`/connections`, the CP tunnel).
 //! - [`relay`]: the byte pump between the application side and the protected side.
+//! - [`intercept`]: TLS intercept with credential injection (node CA, HTTP proxying).
 //!
 //! [`capture`] and [`process`] (nftables capture, process identification) are owned separately.
 
 pub mod capture;
 pub mod handshake;
+pub mod intercept;
 pub mod process;
 pub mod relay;
 pub mod rules;

@@ -60,6 +60,7 @@ struct Progress {
     kx_group: String,
     own_id: Option<String>,
     peer_id: Option<String>,
+    binding: Option<String>,
 }
 
 /// One live connection.
@@ -98,6 +99,12 @@ impl ConnectionRow {
         self.progress().own_id = Some(id.to_string());
     }
 
+    /// The CredentialBinding whose credential this connection's requests carry (its
+    /// `namespace/name`: never the credential).
+    pub fn set_binding(&self, name: impl Into<String>) {
+        self.progress().binding = Some(name.into());
+    }
+
     /// Records a completed handshake: version, group, peer identity; state `established`.
     pub fn set_handshake(&self, info: &HandshakeInfo) {
         let mut p = self.progress();
@@ -122,6 +129,7 @@ impl ConnectionRow {
             kx_group: p.kx_group,
             own_spiffe_id: p.own_id,
             peer_spiffe_id: p.peer_id,
+            binding: p.binding,
             bytes_in,
             bytes_out,
             started: rfc3339(self.started),
@@ -150,6 +158,9 @@ pub struct ConnectionSnapshot {
     pub own_spiffe_id: Option<String>,
     #[serde(rename = "peerSPIFFEID")]
     pub peer_spiffe_id: Option<String>,
+    /// The CredentialBinding applied (TLS intercept), by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// RFC 3339.

@@ -205,6 +205,7 @@ pub enum CredentialSourceType {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenEndpoint {
+    #[serde(rename = "tokenURL", alias = "tokenUrl")]
     pub token_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
@@ -212,9 +213,45 @@ pub struct TokenEndpoint {
     pub scopes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
+    /// RFC 8693 `subject_token_type` of the token exchanged (the source's secret value);
+    /// `urn:ietf:params:oauth:token-type:access_token` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_token_type: Option<String>,
+    /// PEM CA bundle that verifies an `https` token endpoint (system roots when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
 }
 
-/// Where an injected credential comes from. Secret values are write-only through the API.
+/// A secret string: serialised as itself (so it can be stored and delivered), but never shown
+/// by `Debug`, so a logged or dumped structure cannot carry it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    pub fn new(s: impl Into<String>) -> SecretValue {
+        SecretValue(s.into())
+    }
+
+    /// The secret itself; callers must not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretValue(<redacted>)")
+    }
+}
+
+/// Where an injected credential comes from.
+///
+/// `secretValue` is write-only through the API: the control plane stores it, never returns it
+/// (reads, lists, watches), keeps it when an update omits it, and delivers it only to daemons
+/// that hold a WorkloadIdentity some CredentialBinding of this source names. Its meaning by
+/// type: `static`: the credential itself; `oAuth2ClientCredentials`: the client secret;
+/// `tokenExchange`: the subject token exchanged (RFC 8693).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CredentialSourceSpec {
@@ -222,7 +259,12 @@ pub struct CredentialSourceSpec {
     pub source_type: CredentialSourceType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint: Option<TokenEndpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_value: Option<SecretValue>,
 }
+
+/// The JSON path of the write-only field of a CredentialSource.
+pub const CREDENTIAL_SECRET_POINTER: &str = "/spec/secretValue";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

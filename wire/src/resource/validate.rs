@@ -188,10 +188,41 @@ pub(super) fn credential_source(s: &CredentialSourceSpec, _ctx: &ValidationConte
         (CredentialSourceType::OAuth2ClientCredentials | CredentialSourceType::TokenExchange, None) => {
             errors.push(FieldError::new("spec.tokenEndpoint", "is required for this type"));
         }
-        (_, Some(ep)) if !ep.token_url.starts_with("https://") && !ep.token_url.starts_with("http://") => {
-            errors.push(FieldError::new("spec.tokenEndpoint.tokenURL", "must be an http(s) URL"));
-        }
+        (_, Some(ep)) => token_endpoint(s.source_type, ep, errors),
         _ => {}
+    }
+    match &s.secret_value {
+        // A secret is required by every type (static: the credential; OAuth2: the client
+        // secret; token exchange: the subject token). Its value is never echoed in errors.
+        None => errors.push(FieldError::new("spec.secretValue", "is required for this type")),
+        Some(v) if v.expose().is_empty() => errors.push(FieldError::new("spec.secretValue", "must not be empty")),
+        Some(v) if v.expose().len() > MAX_SECRET_BYTES => {
+            errors.push(FieldError::new("spec.secretValue", format!("must be at most {MAX_SECRET_BYTES} bytes")))
+        }
+        // It may end up in an HTTP header (static) or a form field: no control characters.
+        Some(v) if v.expose().chars().any(char::is_control) => {
+            errors.push(FieldError::new("spec.secretValue", "must not contain control characters"))
+        }
+        Some(_) => {}
+    }
+}
+
+/// Largest accepted `spec.secretValue`.
+pub const MAX_SECRET_BYTES: usize = 8192;
+
+fn token_endpoint(ty: CredentialSourceType, ep: &TokenEndpoint, errors: &mut Errors) {
+    if !ep.token_url.starts_with("https://") && !ep.token_url.starts_with("http://") {
+        errors.push(FieldError::new("spec.tokenEndpoint.tokenURL", "must be an http(s) URL"));
+    } else if ep.token_url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        errors.push(FieldError::new("spec.tokenEndpoint.tokenURL", "must not contain spaces or control characters"));
+    }
+    if ty == CredentialSourceType::OAuth2ClientCredentials && ep.client_id.as_deref().is_none_or(str::is_empty) {
+        errors.push(FieldError::new("spec.tokenEndpoint.clientId", "is required for oAuth2ClientCredentials"));
+    }
+    if let Some(pem) = &ep.ca_bundle {
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            errors.push(FieldError::new("spec.tokenEndpoint.caBundle", "must hold PEM certificates"));
+        }
     }
 }
 

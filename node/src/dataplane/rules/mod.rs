@@ -28,9 +28,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use riptides_wire::proto::messages::{PolicyDocument, PolicyItem, TrustBundleMsg};
+use riptides_wire::proto::messages::{CredentialSet, PolicyDocument, PolicyItem, TrustBundleMsg};
 use riptides_wire::resource::core::{ConnectionSettings, EgressRule, IngressRule, Selector, TlsMode};
-use riptides_wire::resource::{Service, WorkloadIdentity};
+use riptides_wire::resource::{CredentialBinding, CredentialSource, Service, WorkloadIdentity};
 use riptides_wire::{SpiffeId, TrustDomain};
 use rustls_pki_types::CertificateDer;
 
@@ -57,6 +57,32 @@ pub enum CompileError {
     Port { kind: &'static str, name: String, port: u32 },
     #[error("Service {name}: address {address:?} is neither an IP, a CIDR nor a DNS name")]
     Address { name: String, address: String },
+    #[error("{kind} {name}: {reason}")]
+    Credential { kind: &'static str, name: String, reason: String },
+}
+
+/// A CredentialBinding for one of this node's workloads: which destination Services' requests
+/// get which source's credential, in which header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    pub namespace: String,
+    pub name: String,
+    /// The workload whose requests carry the credential.
+    pub workload: SpiffeId,
+    /// Destination Services by label (OR of AND'ed maps).
+    pub service_selectors: Vec<Selector>,
+    pub source: crate::credentials::SourceKey,
+    /// Header name, checked to be a valid HTTP header name.
+    pub header: String,
+    /// With `{{credential}}`; `{{credential}}` alone when the binding gives no format.
+    pub format: String,
+}
+
+impl Binding {
+    /// `namespace/name`, as `/connections` shows it.
+    pub fn display_name(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
 }
 
 /// A WorkloadIdentity this daemon may hand out, with its egress policy.
@@ -140,6 +166,9 @@ pub struct Rules {
     services: Vec<ServiceEntry>,
     ingress: BTreeMap<u16, IngressDecision>,
     warnings: Vec<String>,
+    /// Sorted by (namespace, name), the tie-break order.
+    bindings: Vec<Arc<Binding>>,
+    credential_sources: Vec<crate::credentials::SourceConfig>,
 }
 
 fn map_matches(map: &Selector, labels: &BTreeMap<String, String>) -> bool {
@@ -174,6 +203,8 @@ impl Rules {
         let mut own_sequence = doc.bundle.sequence;
         let mut workloads = Vec::new();
         let mut services = Vec::new();
+        let mut bindings = Vec::new();
+        let mut credential_sources = Vec::new();
         for (index, item) in doc.items.iter().enumerate() {
             match item {
                 PolicyItem::WorkloadIdentity(json) => {
@@ -207,12 +238,27 @@ impl Rules {
                     }
                     bundles.insert(td, roots(msg)?);
                 }
+                PolicyItem::Credentials(set) => {
+                    let (b, s) = compile_credentials(&trust_domain, set)?;
+                    bindings = b;
+                    credential_sources = s;
+                }
             }
         }
         workloads.sort_by(|a: &Arc<LocalWorkload>, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let mut warnings = Vec::new();
         let ingress = compile_ingress(&workloads, &mut warnings);
-        Ok(Rules { trust_domain, bundles, workloads, services, ingress, warnings })
+        bindings.sort_by(|a: &Arc<Binding>, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        for b in &bindings {
+            if !credential_sources.iter().any(|s: &crate::credentials::SourceConfig| s.key() == b.source) {
+                warnings.push(format!(
+                    "CredentialBinding {}: source {} was not delivered; its requests are refused",
+                    b.display_name(),
+                    b.source
+                ));
+            }
+        }
+        Ok(Rules { trust_domain, bundles, workloads, services, ingress, warnings, bindings, credential_sources })
     }
 
     pub fn trust_domain(&self) -> &TrustDomain {
@@ -299,6 +345,24 @@ impl Rules {
             }
         }
         EgressDecision::Passthrough
+    }
+
+    /// The CredentialBinding that applies to `workload`'s requests to `service`: the first by
+    /// (namespace, name) naming the workload and selecting the Service's labels.
+    pub fn binding_for(&self, workload: &LocalWorkload, service: &ServiceInfo) -> Option<&Arc<Binding>> {
+        self.bindings.iter().find(|b| {
+            b.workload == workload.spiffe_id && b.service_selectors.iter().any(|m| map_matches(m, &service.labels))
+        })
+    }
+
+    /// Every binding delivered, sorted by namespace and name.
+    pub fn bindings(&self) -> &[Arc<Binding>] {
+        &self.bindings
+    }
+
+    /// The CredentialSources delivered (secrets included): for the credential manager.
+    pub fn credential_sources(&self) -> &[crate::credentials::SourceConfig] {
+        &self.credential_sources
     }
 
     /// The ingress rule covering a local port, if any. Ports without a rule are not protected
@@ -394,4 +458,57 @@ fn compile_ingress(workloads: &[Arc<LocalWorkload>], warnings: &mut Vec<String>)
         }
     }
     ingress
+}
+
+type CompiledCredentials = (Vec<Arc<Binding>>, Vec<crate::credentials::SourceConfig>);
+
+/// The credential item: bindings (strict, like every other item) and sources with their
+/// secrets put back into the spec.
+fn compile_credentials(td: &TrustDomain, set: &CredentialSet) -> Result<CompiledCredentials, CompileError> {
+    let mut bindings = Vec::with_capacity(set.bindings.len());
+    for json in &set.bindings {
+        let b: CredentialBinding = serde_json::from_str(json).map_err(|e| CompileError::Credential {
+            kind: "CredentialBinding",
+            name: String::from("?"),
+            reason: e.to_string(),
+        })?;
+        let name = b.metadata.name.clone();
+        let err = |reason: String| CompileError::Credential { kind: "CredentialBinding", name: name.clone(), reason };
+        let workload = td.workload_id(&b.spec.workload_id).map_err(|e| err(format!("workloadID: {e}")))?;
+        hyper::header::HeaderName::from_bytes(b.spec.injection.header.as_bytes())
+            .map_err(|_| err(format!("{:?} is not an HTTP header name", b.spec.injection.header)))?;
+        let format = b.spec.injection.format.clone().unwrap_or_else(|| "{{credential}}".into());
+        if !format.contains("{{credential}}") {
+            return Err(err("injection.format has no {{credential}}".into()));
+        }
+        let namespace = b.metadata.namespace.clone().unwrap_or_default();
+        bindings.push(Arc::new(Binding {
+            source: crate::credentials::SourceKey {
+                namespace: namespace.clone(),
+                name: b.spec.credential_source.clone(),
+            },
+            namespace,
+            name,
+            workload,
+            service_selectors: b.spec.service_selectors,
+            header: b.spec.injection.header,
+            format,
+        }));
+    }
+    let mut sources = Vec::with_capacity(set.sources.len());
+    for item in &set.sources {
+        // The error of a source never quotes its JSON (it has no secret, but stay strict).
+        let mut s: CredentialSource = serde_json::from_str(&item.resource).map_err(|e| CompileError::Credential {
+            kind: "CredentialSource",
+            name: String::from("?"),
+            reason: format!("not a valid resource at line {} column {}", e.line(), e.column()),
+        })?;
+        s.spec.secret_value = item.secret.clone();
+        sources.push(crate::credentials::SourceConfig {
+            namespace: s.metadata.namespace.clone().unwrap_or_default(),
+            name: s.metadata.name.clone(),
+            spec: s.spec,
+        });
+    }
+    Ok((bindings, sources))
 }

@@ -29,7 +29,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use policy::{PolicyDocument, PolicyItem, PolicyItemError, PolicyKey, PolicyKind, PolicyUpdate};
+pub use policy::{
+    CredentialSet, CredentialSourceItem, PolicyDocument, PolicyItem, PolicyItemError, PolicyKey, PolicyKind,
+    PolicyUpdate,
+};
 pub use tunnel::{ConnectionEntry, HealthReport, TunnelRequest, TunnelResponse};
 
 use super::FrameError;

@@ -53,6 +53,30 @@ pub enum PolicyItem {
     Service(String),
     /// The bundle of a (federated, or the own) trust domain.
     TrustBundle(TrustBundleMsg),
+    /// The CredentialBindings naming this daemon's workloads and the CredentialSources they
+    /// use, with the sources' secret values. One item for the whole set (key: kind
+    /// `Credentials`, empty namespace and name): an upsert replaces the set, so a binding that
+    /// no longer concerns the daemon disappears with its secret. Appended last, so the
+    /// encoding of the older variants is unchanged.
+    Credentials(CredentialSet),
+}
+
+/// What a daemon needs to inject credentials: see [`PolicyItem::Credentials`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialSet {
+    /// `core.riptides.io/v1alpha1` CredentialBindings, as canonical JSON.
+    pub bindings: Vec<String>,
+    /// The CredentialSources those bindings name.
+    pub sources: Vec<CredentialSourceItem>,
+}
+
+/// One CredentialSource: the resource without its secret, and the secret apart (its `Debug`
+/// is redacted, so logging a policy document cannot show it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialSourceItem {
+    /// The resource as canonical JSON, `spec.secretValue` removed.
+    pub resource: String,
+    pub secret: Option<crate::resource::core::SecretValue>,
 }
 
 /// Which kind of resource a [`PolicyKey`] names.
@@ -61,6 +85,7 @@ pub enum PolicyKind {
     WorkloadIdentity,
     Service,
     TrustBundle,
+    Credentials,
 }
 
 /// Identifies an item across deltas: kind, namespace and name of the resource. For trust
@@ -70,6 +95,13 @@ pub struct PolicyKey {
     pub kind: PolicyKind,
     pub namespace: String,
     pub name: String,
+}
+
+impl PolicyKey {
+    /// The key of the one [`PolicyItem::Credentials`] item.
+    pub fn credentials() -> PolicyKey {
+        PolicyKey { kind: PolicyKind::Credentials, namespace: String::new(), name: String::new() }
+    }
 }
 
 /// A policy item or delta that cannot be applied.
@@ -100,6 +132,7 @@ impl PolicyItem {
             PolicyItem::WorkloadIdentity(_) => PolicyKind::WorkloadIdentity,
             PolicyItem::Service(_) => PolicyKind::Service,
             PolicyItem::TrustBundle(_) => PolicyKind::TrustBundle,
+            PolicyItem::Credentials(_) => PolicyKind::Credentials,
         }
     }
 
@@ -112,6 +145,7 @@ impl PolicyItem {
             PolicyItem::TrustBundle(b) => {
                 return Ok(PolicyKey { kind, namespace: String::new(), name: b.trust_domain.clone() })
             }
+            PolicyItem::Credentials(_) => return Ok(PolicyKey::credentials()),
         };
         let head: ResourceHead =
             serde_json::from_str(json).map_err(|e| PolicyItemError::BadResource { kind, reason: e.to_string() })?;
