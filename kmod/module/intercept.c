@@ -363,13 +363,22 @@ void rt_intercept_accepted(struct socket *listener, struct socket *newsock,
 	memcpy(c->paddr, paddr, 16);
 	c->lport = lport;
 	c->pport = pport;
-	/* newsock->ops is already the gate (copied from the listener). */
-	if (!rt_conn_link(c, READ_ONCE(newsock->ops))) {
+	/*
+	 * newsock->ops is already the gate (copied from the listener). Owning the socket keeps
+	 * softirq state changes (a reset) in the backlog until the record is linked, so the
+	 * probe sees the record; a connection reset while it waited in the accept queue is
+	 * left alone (it is CLOSE already and will never be released from CLOSE again).
+	 */
+	lock_sock(sk);
+	if (sk->sk_state == TCP_CLOSE || !rt_conn_link(c, READ_ONCE(newsock->ops))) {
+		release_sock(sk);
+		WRITE_ONCE(newsock->ops, inner);
 		if (st == RIPTIDES_CONN_PENDING)
 			atomic_dec(&rn->npending);
 		rt_conn_put(c);
 		return;
 	}
+	release_sock(sk);
 	if (st == RIPTIDES_CONN_REFUSED) {
 		c->status = ECONNREFUSED;
 		rt_count(rn, hs_failed);

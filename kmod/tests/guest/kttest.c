@@ -45,6 +45,8 @@
 #include <linux/riptides.h>
 
 static int failures;
+static int read_file(const char *path, char *buf, size_t len);
+static const char *stage = "start";	/* printed if a client child hangs */
 static int g_check_busy;	/* the next agents started check a second ACCEPT (-EBUSY) */
 
 static void result(int ok, const char *scenario, const char *fmt, ...)
@@ -866,8 +868,10 @@ static int roundtrip(int fd, const char *msg)
 	size_t want = strlen(msg) + 5, got = 0;
 	ssize_t r;
 
+	stage = "roundtrip send";
 	if (send(fd, msg, strlen(msg), MSG_NOSIGNAL) != (ssize_t)strlen(msg))
 		return -errno;
+	stage = "roundtrip recv";
 	while (got < want) {
 		r = recv(fd, buf + got, sizeof(buf) - got, 0);
 		if (r <= 0)
@@ -1055,6 +1059,21 @@ static int stop_sniffer(struct sniffer *s)
 
 /* ---------------------------------------------------------------- scenarios */
 
+static void on_alarm(int sig)
+{
+	static char buf[16384];
+	int n;
+
+	(void)sig;
+	n = snprintf(buf, sizeof(buf), "TIMEOUT in stage %s; A connections: ", stage);
+	if (write(2, buf, n) < 0)
+		_exit(200);
+	n = read_file("/proc/riptides/connections", buf, sizeof(buf));
+	if (n > 0 && write(2, buf, n) < 0)
+		_exit(200);
+	_exit(200);
+}
+
 /* Runs fn in a child inside namespace A; returns its exit status (0 = ok), 200 on hang. */
 static int in_a(int (*fn)(void *), void *arg, int timeout_s)
 {
@@ -1062,6 +1081,7 @@ static int in_a(int (*fn)(void *), void *arg, int timeout_s)
 	int st;
 
 	if (pid == 0) {
+		signal(SIGALRM, on_alarm);
 		alarm(timeout_s);
 		if (enter_ns("A"))
 			_exit(100);
@@ -1195,12 +1215,14 @@ static int c_hold(void *arg)
 static int c_hold_blocking(void *arg)
 {
 	struct cargs *a = arg;
-	int fd = tcp_connect(a->family, a->port, 0);
 	long t0 = now_ms(), t;
-	int err;
+	int fd, err;
 
+	stage = "blocking connect";
+	fd = tcp_connect(a->family, a->port, 0);
 	if (fd < 0)
 		return 1;
+	stage = "blocking round trip";
 	err = roundtrip(fd, a->msg);	/* the send sleeps until the agents are done */
 	t = now_ms() - t0;
 	fprintf(stderr, "hold-blocking: roundtrip %d after %ld ms\n", err, t);
@@ -1245,7 +1267,7 @@ static int c_refused(void *arg)
 	ssize_t r;
 
 	if (fd < 0) {
-		fprintf(stderr, "refused: connect %d\n", fd);
+		fprintf(stderr, "refused: port %d connect %d\n", a->port, fd);
 		return fd == -ECONNREFUSED ? 0 : 1;
 	}
 	r = send(fd, "NOPE", 4, MSG_NOSIGNAL);
@@ -1698,6 +1720,13 @@ static void scenario_live_objects(void)
 		if (lo == 0 && conns == 0)
 			break;
 		msleep(100);
+	}
+	if (lo || conns) {
+		static char ca[8192], cb[8192];
+
+		ns_read("A", "/proc/riptides/connections", ca, sizeof(ca));
+		ns_read("B", "/proc/riptides/connections", cb, sizeof(cb));
+		fprintf(stderr, "live objects left: A=%s B=%s", ca, cb);
 	}
 	result(lo == 0 && conns == 0, "leaks/live-objects-zero",
 	       "live_objects=%lld connections=%lld after all test sockets closed", lo, conns);
