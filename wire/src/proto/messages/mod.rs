@@ -10,6 +10,7 @@
 //! | daemon | [`Request::WatchPolicy`] (mTLS) | a stream of [`Response::Policy`], kept open |
 //! | daemon | [`Request::ReportStatus`] (mTLS) | [`Response::Ack`] or error |
 //! | daemon | [`Request::Ping`] | [`Response::Pong`] |
+//! | daemon | [`Request::AttestProof`] (bootstrap; any attestation method) | [`Response::Attested`] or error; for X.509/SSH proof of possession first [`Response::Challenge`], then the daemon's [`Request::ChallengeAnswer`] on the same stream, then the verdict |
 //! | control plane (tunnel) | [`TunnelRequest`] | one [`TunnelResponse`] |
 //!
 //! Any other frame at any point is an out-of-order frame: the receiver answers
@@ -487,5 +488,47 @@ impl ErrorCode {
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{decode, encode, FrameConfig};
+
+    #[test]
+    fn attestation_messages_round_trip_and_hide_secrets() {
+        let cfg = FrameConfig::default();
+        let req = Request::AttestProof(ProofAttestRequest {
+            verifier: Some("aws".into()),
+            proof: ProofMsg::Jwt("header.payload.signature-secret".into()),
+            csr_der: vec![1, 2, 3],
+            host: HostInfo::default(),
+        });
+        let frame = encode(&req, &cfg).unwrap();
+        let back: Request = decode(&frame, &cfg).unwrap();
+        assert_eq!(back, req);
+        let dbg = format!("{req:?}");
+        assert!(!dbg.contains("signature-secret") && dbg.contains("byte token"), "{dbg}");
+        for r in [
+            Response::Challenge(AttestChallengeMsg { nonce: vec![7; 32] }),
+            Response::Error(ProtoError::new(ErrorCode::AlreadyAttested, "x")),
+        ] {
+            let back: Response = decode(&encode(&r, &cfg).unwrap(), &cfg).unwrap();
+            assert_eq!(back, r);
+        }
+        let answer = Request::ChallengeAnswer(ChallengeAnswerMsg { signature: vec![9; 64] });
+        assert!(!format!("{answer:?}").contains("9, 9"));
+        assert!(ProofMsg::X509Pop { chain_der: vec![] }.needs_challenge());
+        assert!(!ProofMsg::K8sSat(String::new()).needs_challenge());
+    }
+
+    #[test]
+    fn challenge_payload_binds_method_nonce_and_key() {
+        let a = challenge_payload("X509CertPOP", &[1, 2], "sha256:ab");
+        assert_eq!(a, b"riptides attestation challenge v1\nX509CertPOP\n0102\nsha256:ab");
+        assert_ne!(a, challenge_payload("SSHCertPOP", &[1, 2], "sha256:ab"));
+        assert_ne!(a, challenge_payload("X509CertPOP", &[1, 3], "sha256:ab"));
+        assert_ne!(a, challenge_payload("X509CertPOP", &[1, 2], "sha256:ac"));
     }
 }
