@@ -198,6 +198,12 @@ async fn github_actions_preset_and_generic_jwt() {
     let proof = AttestationProof::Jwt { verifier: Some("generic".into()), token: tok };
     let err = e.attest(&proof, &csr3).await.unwrap_err();
     assert!(matches!(err, AttestError::Misconfigured(ref m) if m.contains("not a valid SPIFFE path")), "{err}");
+    // A verifier that does not exist, or of another method.
+    let named = |v: &str| AttestationProof::Jwt { verifier: Some(v.into()), token: "x.y.z".into() };
+    let err = e.attest(&named("nope"), &csr3).await.unwrap_err();
+    assert!(matches!(err, AttestError::Unauthorized(ref m) if m.contains("no Verifier")), "{err}");
+    let err = e.attest(&AttestationProof::K8sSat { verifier: Some("generic".into()), token: "x".into() }, &csr3).await;
+    assert!(matches!(err, Err(AttestError::Unauthorized(ref m)) if m.contains("admits method JWT")), "{err:?}");
     // Two verifiers accept JWTs: an unnamed proof is refused.
     let err = e.attest(&jwt(&other.token(json!({"aud": "cp", "sub": "x"}))), &csr3).await.unwrap_err();
     assert!(matches!(err, AttestError::Unauthorized(ref m) if m.contains("must name one")), "{err}");

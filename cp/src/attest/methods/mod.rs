@@ -142,6 +142,12 @@ impl ProofVerifier {
             if !ok {
                 return Err(AttestError::Unauthorized("the verifier name is not a valid object name".into()));
             }
+            let rt = resource::by_name("verifiers")
+                .ok_or_else(|| AttestError::Internal("Verifier kind is not registered".into()))?;
+            let key = crate::store::ObjectKey::new(rt.store_key(), &self.namespace, name);
+            if self.store.get(&key).await?.is_none() {
+                return Err(AttestError::Unauthorized(format!("no Verifier {name:?} in namespace {}", self.namespace)));
+            }
             let spec = load_verifier(self.store.as_ref(), &self.namespace, name).await?;
             if !self.accepts(spec.method) {
                 return Err(AttestError::Unauthorized(format!(
