@@ -309,17 +309,6 @@ pub fn rfc3339(unix: u64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn hex_round_trip() {
-        let s = super::hex(b"spiffe://x/y");
-        assert_eq!(super::unhex(&s).unwrap(), b"spiffe://x/y");
-        assert!(super::unhex("abc").is_none());
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
-    }
-}
-
 /// The userspace dataplane's settings with what comes from the daemon's: the intercept CA
 /// lives in `<data dir>/intercept`, token requests carry the capture mark.
 fn userspace_config(config: &DaemonConfig) -> userspace::UserspaceConfig {
@@ -329,4 +318,15 @@ fn userspace_config(config: &DaemonConfig) -> userspace::UserspaceConfig {
     }
     c.intercept.credentials.mark = c.capture.mark;
     c
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_round_trip() {
+        let s = super::hex(b"spiffe://x/y");
+        assert_eq!(super::unhex(&s).unwrap(), b"spiffe://x/y");
+        assert!(super::unhex("abc").is_none());
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+    }
 }

@@ -471,7 +471,9 @@ fn intercept_static_credential_bad_upstream_and_bad_input() {
             s.contains("riptides-system/frontend-api").then_some(s)
         })
     }))
-    .unwrap_or_else(|_| panic!("no row with the binding; last /connections: {}\n{}\n{}", last.borrow(), f.daemon_log(0), pipeline.log()));
+    .unwrap_or_else(|_| {
+        panic!("no row with the binding; last /connections: {}\n{}\n{}", last.borrow(), f.daemon_log(0), pipeline.log())
+    });
     assert!(rows.contains("intercept (SIMPLE)"), "{rows}");
     let log = wait_until("the fourth request", Duration::from_secs(20), || {
         let l = pipeline.log();
@@ -567,7 +569,7 @@ fn intercept_token_sources_refresh_and_bad_token_endpoints() {
             ),
         );
         let b = String::from_utf8_lossy(&out.stdout).into_owned();
-        b.contains("HTTP/1.1 200").then_some(b)
+        b.contains("PATH=/x").then_some(b)
     });
     assert!(body.contains("AUTH=<none>") && body.contains("XTOK=xch-"), "exchanged token in X-Api-Token: {body}");
     assert!(!body.contains("XTOK=mine"), "{body}");

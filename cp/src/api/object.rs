@@ -186,6 +186,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn credential_secrets_are_write_only() {
+        let stored = json!({"kind": "CredentialSource", "metadata": {"name": "k"},
+            "spec": {"type": "static", "secretValue": "s3cret"}});
+        let obj = StoredObject {
+            key: crate::store::ObjectKey::new("core.riptides.io/credentialsources", "ns", "k"),
+            value: serde_json::to_vec(&stored).unwrap(),
+            create_revision: 1,
+            mod_revision: 2,
+        };
+        let shown = from_stored(&obj, 2).unwrap();
+        assert!(shown.pointer("/spec/secretValue").is_none() && shown.pointer("/spec/type").is_some());
+        assert_eq!(from_stored_with_secrets(&obj, 2).unwrap()["spec"]["secretValue"], "s3cret");
+        // An update without the secret keeps it; one with a new secret replaces it.
+        let mut update = json!({"kind": "CredentialSource", "spec": {"type": "static"}});
+        keep_write_only(&mut update, &stored);
+        assert_eq!(update["spec"]["secretValue"], "s3cret");
+        let mut update = json!({"kind": "CredentialSource", "spec": {"type": "static", "secretValue": "new"}});
+        keep_write_only(&mut update, &stored);
+        assert_eq!(update["spec"]["secretValue"], "new");
+        // Other kinds are untouched.
+        let mut other = json!({"kind": "Service", "spec": {"secretValue": "x"}});
+        remove_write_only(&mut other);
+        assert_eq!(other["spec"]["secretValue"], "x");
+    }
+
+    #[test]
     fn merge_patch_follows_rfc7386() {
         let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}, "list": [1, 2]});
         merge_patch(&mut t, &json!({"a": "z", "c": {"f": null}, "list": [3], "new": {"x": 1}}));

@@ -192,9 +192,11 @@ pub(super) fn credential_source(s: &CredentialSourceSpec, _ctx: &ValidationConte
         _ => {}
     }
     match &s.secret_value {
-        // A secret is required by every type (static: the credential; OAuth2: the client
-        // secret; token exchange: the subject token). Its value is never echoed in errors.
-        None => errors.push(FieldError::new("spec.secretValue", "is required for this type")),
+        // Every type uses a secret (static: the credential; OAuth2: the client secret; token
+        // exchange: the subject token), but it is write-only and may be set after the source
+        // is created; until then daemons report the source as unavailable. Its value is never
+        // echoed in errors.
+        None => {}
         Some(v) if v.expose().is_empty() => errors.push(FieldError::new("spec.secretValue", "must not be empty")),
         Some(v) if v.expose().len() > MAX_SECRET_BYTES => {
             errors.push(FieldError::new("spec.secretValue", format!("must be at most {MAX_SECRET_BYTES} bytes")))
