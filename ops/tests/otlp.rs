@@ -203,9 +203,10 @@ fn spans_reach_an_otlp_receiver_with_identities_and_metrics_match_the_readme() {
     ]);
     cp.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cp.spawn().unwrap();
-    let first =
-        wait_line(child.stderr.take().unwrap(), |l| l.starts_with("riptides-controlplane: API").then(|| l.to_owned()));
+    let stderr = child.stderr.take().unwrap();
+    // Owned (killed on drop) before anything can fail.
     let mut cp = Proc(Some(child));
+    let first = wait_line(stderr, |l| l.starts_with("riptides-controlplane: API").then(|| l.to_owned()));
     let field = |after: &str| first.split(after).nth(1).unwrap().split([',', ' ']).next().unwrap().to_owned();
     let (quic, tcp, health, pin) = (field("quic://"), field("tcp://"), field("health http://"), field("CA pin "));
 
@@ -228,13 +229,14 @@ fn spans_reach_an_otlp_receiver_with_identities_and_metrics_match_the_readme() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut child = d.spawn().unwrap();
-    let admin = wait_line(child.stdout.take().unwrap(), |l| {
+    let stdout = child.stdout.take().unwrap();
+    let mut daemon = Proc(Some(child));
+    let admin = wait_line(stdout, |l| {
         l.contains("riptides-daemon started").then(|| {
             let v = l.split("admin=").nth(1).unwrap().split_whitespace().next().unwrap();
             v.trim_start_matches("Some(").trim_end_matches(')').to_owned()
         })
     });
-    let mut daemon = Proc(Some(child));
 
     // Connected: /readyz, then both scrapes.
     let deadline = Instant::now() + Duration::from_secs(30);
