@@ -39,11 +39,33 @@ fn is_credential_source(v: &Value) -> bool {
     v.get("kind").and_then(Value::as_str) == Some("CredentialSource")
 }
 
-/// Removes the fields the API never returns.
+/// kubectl's copy of the last applied object, kept as a JSON string annotation.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Removes the fields the API never returns, also from kubectl's `last-applied-configuration`
+/// annotation (which `kubectl apply` fills with the whole applied object, secret included).
+/// An annotation that does not parse as an object is dropped rather than returned unscrubbed.
 pub fn remove_write_only(v: &mut Value) {
-    if is_credential_source(v) {
-        if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.remove("secretValue");
+    if !is_credential_source(v) {
+        return;
+    }
+    if let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("secretValue");
+    }
+    let Some(annotations) = v.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) else { return };
+    let Some(text) = annotations.get(LAST_APPLIED).and_then(Value::as_str) else {
+        annotations.remove(LAST_APPLIED);
+        return;
+    };
+    match serde_json::from_str::<Value>(text) {
+        Ok(mut applied) if applied.is_object() => {
+            if let Some(spec) = applied.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("secretValue");
+            }
+            annotations.insert(LAST_APPLIED.into(), Value::String(applied.to_string()));
+        }
+        _ => {
+            annotations.remove(LAST_APPLIED);
         }
     }
 }
@@ -205,6 +227,20 @@ mod tests {
         let mut update = json!({"kind": "CredentialSource", "spec": {"type": "static", "secretValue": "new"}});
         keep_write_only(&mut update, &stored);
         assert_eq!(update["spec"]["secretValue"], "new");
+        // kubectl apply's copy of the object is scrubbed too.
+        let applied = json!({"kind": "CredentialSource", "spec": {"type": "static", "secretValue": "s3cret"}}).to_string();
+        let mut with_annotation = stored.clone();
+        with_annotation["metadata"]["annotations"] = json!({ LAST_APPLIED: applied, "keep": "me" });
+        remove_write_only(&mut with_annotation);
+        assert!(!with_annotation.to_string().contains("s3cret"), "{with_annotation}");
+        let scrubbed: Value =
+            serde_json::from_str(with_annotation["metadata"]["annotations"][LAST_APPLIED].as_str().unwrap()).unwrap();
+        assert_eq!(scrubbed["spec"]["type"], "static");
+        assert_eq!(with_annotation["metadata"]["annotations"]["keep"], "me");
+        let mut garbled = stored.clone();
+        garbled["metadata"]["annotations"] = json!({ LAST_APPLIED: "{\"spec\": {\"secretValue\": \"s3cret\"" });
+        remove_write_only(&mut garbled);
+        assert!(!garbled.to_string().contains("s3cret"), "{garbled}");
         // Other kinds are untouched.
         let mut other = json!({"kind": "Service", "spec": {"secretValue": "x"}});
         remove_write_only(&mut other);
