@@ -273,6 +273,35 @@ fn daemon_chart() {
 }
 
 #[test]
+fn node_gatekeeper_chart() {
+    let c = check_chart("node-gatekeeper");
+    let dep = object(&c, "Deployment");
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], Value::from("riptides-node-gatekeeper"));
+    let ctr = &pod["containers"][0];
+    assert_eq!(ctr["readinessProbe"]["httpGet"]["path"], Value::from("/healthz"));
+    assert_eq!(ctr["securityContext"]["capabilities"]["drop"][0], Value::from("ALL"));
+    assert!(ctr["securityContext"]["capabilities"]["add"].is_null(), "the gatekeeper needs no capability");
+    flags_exist("riptides-node-gatekeeper", &ctr["args"]);
+    // It must run on the nodes it taints (tolerations come from values through toYaml).
+    assert_eq!(c.values["tolerations"][0]["key"], Value::from("riptides.io/not-ready"));
+    assert!(c.text.contains("tolerations:"));
+    let hook = object(&c, "ValidatingWebhookConfiguration");
+    let hooks = hook["webhooks"].as_sequence().unwrap();
+    let pods = hooks.iter().find(|h| h["rules"][0]["resources"][0] == Value::from("pods")).expect("pods webhook");
+    assert_eq!(pods["failurePolicy"], Value::from("Fail"), "protected pods fail closed");
+    assert_eq!(pods["objectSelector"]["matchLabels"]["riptides.io/protected"], Value::from("true"));
+    assert_eq!(pods["clientConfig"]["service"]["path"], Value::from("/validate"));
+    let bindings =
+        hooks.iter().find(|h| h["rules"][0]["resources"][0] == Value::from("pods/binding")).expect("binding webhook");
+    assert_eq!(bindings["failurePolicy"], Value::from("Ignore"));
+    let role = object(&c, "ClusterRole");
+    let rules = serde_yaml_ng::to_string(&role["rules"]).unwrap();
+    assert!(rules.contains("nodes") && rules.contains("patch") && rules.contains("pods"), "{rules}");
+    object(&c, "Service");
+}
+
+#[test]
 fn undefined_values_are_caught() {
     let values: Value = serde_yaml_ng::from_str("a: {b: 1}").unwrap();
     let refs = value_refs("x: {{ .Values.a.b }} y: {{ .Values.a.c | quote }}");
