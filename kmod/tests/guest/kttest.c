@@ -47,6 +47,13 @@
 static int failures;
 static int read_file(const char *path, char *buf, size_t len);
 static const char *stage = "start";	/* printed if a client child hangs */
+static volatile sig_atomic_t g_stop;	/* SIGUSR1: a sniffer/listener child drains and exits */
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	g_stop = 1;
+}
 static int g_check_busy;	/* the next agents started check a second ACCEPT (-EBUSY) */
 
 static void result(int ok, const char *scenario, const char *fmt, ...)
@@ -972,7 +979,6 @@ static long long param(const char *name)
 
 struct sniffer {
 	pid_t pid;
-	int stop;
 };
 
 #define SNIFF_MARKER 1
@@ -988,19 +994,19 @@ static int memmem_ok(const char *h, size_t hl, const char *n)
  * data record header (0x17 0x03 0x03) crossed the link. */
 static int start_sniffer(struct sniffer *s, const char *marker)
 {
-	int p[2], rp[2];
+	int rp[2];
 	char c;
 
-	if (pipe(p) || pipe(rp))
+	if (pipe(rp))
 		return -1;
 	s->pid = fork();
 	if (s->pid == 0) {
 		struct sockaddr_ll ll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL) };
 		static char pkt[70000];
-		int fd, seen = 0;
+		int fd, seen = 0, last = 0;
 
-		close(p[1]);
 		close(rp[0]);
+		signal(SIGUSR1, on_usr1);
 		if (enter_ns("A"))
 			_exit(0x80);
 		fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
@@ -1009,36 +1015,26 @@ static int start_sniffer(struct sniffer *s, const char *marker)
 			_exit(0x80);
 		if (write(rp[1], "R", 1) != 1)
 			_exit(0x80);
+		close(rp[1]);
 		for (;;) {
-			struct pollfd pf[2] = { { fd, POLLIN, 0 }, { p[0], POLLIN, 0 } };
+			struct pollfd pf = { fd, POLLIN, 0 };
 			ssize_t r;
 
-			poll(pf, 2, 200);
-			if (pf[0].revents & POLLIN) {
-				while ((r = recv(fd, pkt, sizeof(pkt), MSG_DONTWAIT)) > 0) {
-					if (memmem_ok(pkt, r, marker))
-						seen |= SNIFF_MARKER;
-					if (memmem_ok(pkt, r, "RTHELLO"))
-						seen |= SNIFF_HELLO;
-					if (memmem(pkt, r, "\x17\x03\x03", 3))
-						seen |= SNIFF_TLSREC;
-				}
+			last = g_stop;
+			poll(&pf, 1, 100);
+			while ((r = recv(fd, pkt, sizeof(pkt), MSG_DONTWAIT)) > 0) {
+				if (memmem_ok(pkt, r, marker))
+					seen |= SNIFF_MARKER;
+				if (memmem_ok(pkt, r, "RTHELLO"))
+					seen |= SNIFF_HELLO;
+				if (memmem(pkt, r, "\x17\x03\x03", 3))
+					seen |= SNIFF_TLSREC;
 			}
-			if (pf[1].revents) {
-				/* drain what is left */
-				while ((r = recv(fd, pkt, sizeof(pkt), MSG_DONTWAIT)) > 0) {
-					if (memmem_ok(pkt, r, marker))
-						seen |= SNIFF_MARKER;
-					if (memmem_ok(pkt, r, "RTHELLO"))
-						seen |= SNIFF_HELLO;
-				}
+			if (last)
 				_exit(seen);
-			}
 		}
 	}
-	close(p[0]);
 	close(rp[1]);
-	s->stop = p[1];
 	if (read(rp[0], &c, 1) != 1) {
 		close(rp[0]);
 		return -1;
@@ -1052,8 +1048,97 @@ static int stop_sniffer(struct sniffer *s)
 	int st;
 
 	msleep(200);
-	close(s->stop);
+	kill(s->pid, SIGUSR1);
 	waitpid(s->pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 0x80;
+}
+
+/* ---------------------------------------------------------------- event listener */
+
+#define EV_REQUEST 1
+#define EV_ESTABLISHED 2
+#define EV_CLOSED 4
+#define EV_ANY 8
+
+struct evl {
+	pid_t pid;
+};
+
+static void ev_cb(struct nlmsghdr *n, void *arg)
+{
+	int *seen = arg;
+	struct genlmsghdr *g = NLMSG_DATA(n);
+	struct nlattr *a;
+	int rem;
+
+	*seen |= EV_ANY;
+	if (g->cmd == RIPTIDES_CMD_HANDSHAKE_REQUEST)
+		*seen |= EV_REQUEST;
+	if (g->cmd != RIPTIDES_CMD_CONN_EVENT)
+		return;
+	for_each_attr(a, attrs_first(n, &rem), rem) {
+		if ((a->nla_type & NLA_TYPE_MASK) != RIPTIDES_ATTR_EVENT)
+			continue;
+		if (*(uint8_t *)adata(a) == RIPTIDES_EVENT_ESTABLISHED)
+			*seen |= EV_ESTABLISHED;
+		if (*(uint8_t *)adata(a) == RIPTIDES_EVENT_CLOSED)
+			*seen |= EV_CLOSED;
+	}
+}
+
+/* Joins the "events" group in a namespace (NULL: the initial one) and reports what came. */
+static int start_events(struct evl *e, const char *ns)
+{
+	int rp[2];
+	char c;
+
+	if (pipe(rp))
+		return -1;
+	e->pid = fork();
+	if (e->pid == 0) {
+		struct nl nl;
+		int grp, seen = 0, dummy, last;
+
+		close(rp[0]);
+		signal(SIGUSR1, on_usr1);
+		if ((ns && enter_ns(ns)) || nl_open(&nl))
+			_exit(0x80);
+		grp = nl.grp;
+		if (setsockopt(nl.fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &grp, sizeof(grp)))
+			_exit(0x80);
+		mcast_cb = ev_cb;
+		mcast_arg = &seen;
+		if (write(rp[1], "R", 1) != 1)
+			_exit(0x80);
+		close(rp[1]);
+		for (;;) {
+			struct pollfd pf = { nl.fd, POLLIN, 0 };
+			ssize_t r;
+
+			last = g_stop;
+			poll(&pf, 1, 100);
+			while ((r = recv(nl.fd, rbuf, sizeof(rbuf), MSG_DONTWAIT)) > 0)
+				nl_dispatch(rbuf, r, 0, 0, NULL, NULL, &dummy);
+			if (last)
+				_exit(seen);
+		}
+	}
+	close(rp[1]);
+	if (read(rp[0], &c, 1) != 1) {
+		close(rp[0]);
+		return -1;
+	}
+	close(rp[0]);
+	return 0;
+}
+
+static int stop_events(struct evl *e)
+{
+	int st;
+
+	msleep(300);
+	kill(e->pid, SIGUSR1);
+	waitpid(e->pid, &st, 0);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 0x80;
 }
 
@@ -1131,6 +1216,8 @@ static int c_ktls(void *arg)
 
 static void scenario_ktls(int family, const char *scen)
 {
+	struct evl eva, ev0;
+	int sa, s0;
 	struct sniffer sn;
 	pid_t aa, ab, srv;
 	int rc, seen;
@@ -1142,11 +1229,21 @@ static void scenario_ktls(int family, const char *scen)
 	g_check_busy = 0;
 	srv = start_server(family, 7001);
 	start_sniffer(&sn, "PLAINTEXT-MARKER-42");
+	start_events(&eva, "A");
+	start_events(&ev0, NULL);
 	CA.family = family;
 	CA.port = 7001;
 	CA.msg = "PLAINTEXT-MARKER-42 hello";
 	rc = in_a(c_ktls, &CA, 20);
 	seen = stop_sniffer(&sn);
+	sa = stop_events(&eva);
+	s0 = stop_events(&ev0);
+	if (family == AF_INET)
+		result(sa == (EV_ANY | EV_REQUEST | EV_ESTABLISHED | EV_CLOSED) && s0 == 0,
+		       "events/request-established-closed-in-own-namespace-only",
+		       "namespace A saw request=%d established=%d closed=%d; initial namespace "
+		       "saw anything=%d", !!(sa & EV_REQUEST), !!(sa & EV_ESTABLISHED),
+		       !!(sa & EV_CLOSED), !!(s0 & EV_ANY));
 	result(rc == 0 && !(seen & SNIFF_MARKER) && (seen & SNIFF_HELLO) && (seen & SNIFF_TLSREC) &&
 	       ns_stat("A", "handshakes_ok") == ok0 + 1 && ns_stat("B", "handshakes_ok") == okb0 + 1,
 	       scen, "client rc=%d (0 ok; 2 roundtrip, 3 /proc row) wire: marker=%d hello=%d "
@@ -1334,15 +1431,16 @@ static void scenario_refusals(void)
 	stop(aa);
 	stop(ab);
 
+	/* Only A refuses (B completes normally): no reset from B races with A's refusal. */
 	aa = start_agent('A', AM_DONE_STATUS, RIPTIDES_FAIL_CLOSED, 5000, 0);
-	ab = start_agent('B', AM_DONE_STATUS, RIPTIDES_FAIL_CLOSED, 5000, 0);
+	ab = start_agent('B', AM_KTLS, RIPTIDES_FAIL_CLOSED, 5000, 0);
 	rc = in_a(c_refused, &CA, 20);
 	result(rc == 0, "refuse/done-bad-status", "rc=%d (status EPROTO)", rc);
 	stop(aa);
 	stop(ab);
 
 	aa = start_agent('A', AM_DONE_NOKTLS, RIPTIDES_FAIL_CLOSED, 5000, 0);
-	ab = start_agent('B', AM_DONE_NOKTLS, RIPTIDES_FAIL_CLOSED, 5000, 0);
+	ab = start_agent('B', AM_KTLS, RIPTIDES_FAIL_CLOSED, 5000, 0);
 	rc = in_a(c_refused, &CA, 20);
 	result(rc == 0, "refuse/done-allow-without-ktls", "rc=%d", rc);
 	stop(aa);
@@ -1700,6 +1798,13 @@ static void scenario_rmmod(const char *ko)
 	result(rs == 0 && WIFEXITED(st1) && WEXITSTATUS(st1) == 0,
 	       "rmmod/established-keeps-working", "rmmod rc=%d established client status=%d", rs,
 	       WIFEXITED(st1) ? WEXITSTATUS(st1) : 200);
+	/* The gated listener (its thread was blocked in the gated accept) serves plain TCP. */
+	CA.family = AF_INET;
+	CA.port = 7009;
+	CA.msg = "after rmmod, plain";
+	rs = in_a(c_plain, &CA, 20);
+	result(rs == 0, "rmmod/gated-listener-restored", "rc=%d (new connection to the server "
+	       "that was listening and blocked in accept() during rmmod)", rs);
 	stop(aa);
 	stop(ab);
 	stop_server(srv);
