@@ -19,6 +19,7 @@ command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
 command -v dpkg-deb >/dev/null || need_pkgs+=(dpkg)
+command -v etcd >/dev/null || need_pkgs+=(etcd-server)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

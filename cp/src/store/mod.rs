@@ -16,6 +16,7 @@
 
 mod codec;
 mod error;
+pub mod etcd;
 mod redb;
 mod watch;
 
@@ -24,6 +25,7 @@ use std::fmt;
 use async_trait::async_trait;
 
 pub use self::error::StoreError;
+pub use self::etcd::{EtcdConfig, EtcdOptions, EtcdStore};
 pub use self::redb::{RedbOptions, RedbStore};
 pub use self::watch::{WatchFilter, WatchStream};
 
