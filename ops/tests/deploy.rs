@@ -10,41 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The deployment guide's example ("Environment-Specific Configuration"), verbatim.
-const SEED_DEPLOY_YAML: &str = "\
-cpCluster:
-  clusterName: riptides-prod-cp
-  clusterRegion: us-east-1
-  deployments:
-    controlplane:
-      chart: controlplane
-      version: v0.1.10
-      registry: ghcr.io/riptideslabs/helm
-      namespace: riptides-cp
-      valuesFile: cp-values.yaml
-    frontend:
-      chart: frontend
-      version: v0.1.4
-      registry: ghcr.io/riptideslabs/helm
-      namespace: riptides-cp
-      valuesFile: frontend-values.yaml
-
-workloadCluster:
-  clusterName: riptides-prod-apps
-  clusterRegion: us-east-1
-  deployments:
-    daemon:
-      chart: daemon
-      version: v0.1.17
-      registry: ghcr.io/riptideslabs/helm
-      namespace: riptides-system
-      valuesFile: daemon-values.yaml
-    node-gatekeeper:
-      chart: node-gatekeeper
-      version: v0.1.4
-      registry: ghcr.io/riptideslabs/helm
-      namespace: riptides-system
-      valuesFile: ngk-values.yaml
-";
+const SEED_DEPLOY_YAML: &str = include_str!("../src/deploy/seed-deploy.yaml");
 
 struct Out {
     code: Option<i32>,

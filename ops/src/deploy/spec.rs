@@ -189,41 +189,7 @@ mod tests {
     use super::*;
 
     /// The deployment guide's example, verbatim.
-    pub const SEED: &str = "\
-cpCluster:
-  clusterName: riptides-prod-cp
-  clusterRegion: us-east-1
-  deployments:
-    controlplane:
-      chart: controlplane
-      version: v0.1.10
-      registry: ghcr.io/riptideslabs/helm
-      namespace: riptides-cp
-      valuesFile: cp-values.yaml
-    frontend:
-      chart: frontend
-      version: v0.1.4
-      registry: ghcr.io/riptideslabs/helm
-      namespace: riptides-cp
-      valuesFile: frontend-values.yaml
-
-workloadCluster:
-  clusterName: riptides-prod-apps
-  clusterRegion: us-east-1
-  deployments:
-    daemon:
-      chart: daemon
-      version: v0.1.17
-      registry: ghcr.io/riptideslabs/helm
-      namespace: riptides-system
-      valuesFile: daemon-values.yaml
-    node-gatekeeper:
-      chart: node-gatekeeper
-      version: v0.1.4
-      registry: ghcr.io/riptideslabs/helm
-      namespace: riptides-system
-      valuesFile: ngk-values.yaml
-";
+    pub const SEED: &str = include_str!("seed-deploy.yaml");
 
     #[test]
     fn seed_is_accepted_in_order() {
