@@ -317,50 +317,66 @@ static int rt_gate_getsockopt(struct socket *sock, int level, int optname, char 
 	return err;
 }
 
-/* The agent installs kTLS on a held socket. */
+/*
+ * kTLS builds its proto_ops from sock->ops the first time a socket of a given family/proto
+ * attaches the "tls" ULP (tls_build_proto). A gated socket must not be that first one, or
+ * kTLS's ops would be built on the gate: attach the ULP to a throwaway kernel socket
+ * (plain ops) first; it fails with ENOTCONN after the ops are built.
+ */
+static void rt_prime_ktls(struct sock *sk)
+{
+	struct socket *s;
+
+	if (sock_create_kern(sock_net(sk), sk->sk_family, SOCK_STREAM, IPPROTO_TCP, &s))
+		return;
+	s->ops->setsockopt(s, SOL_TCP, TCP_ULP, KERNEL_SOCKPTR("tls"), sizeof("tls") - 1);
+	sock_release(s);
+}
+
+/*
+ * The agent installs kTLS on a held socket. kTLS replaces sock->ops (update_sk_prot)
+ * inside each call: the new ops become the inner ops and the gate goes back on top. An
+ * application thread that enters in the instant between kTLS's write and ours reaches
+ * kTLS's ops directly, so writes are shut (SEND_SHUTDOWN) from the agent's first kTLS call
+ * until HANDSHAKE_DONE releases the socket: such a write fails (EPIPE) rather than leaving
+ * before the keys are in place and the verdict is known. The agent writes nothing after
+ * its first kTLS call.
+ */
 static int rt_agent_ktls_setsockopt(struct rt_conn *c, struct socket *sock, int level,
 				    int optname, sockptr_t optval, unsigned int optlen)
 {
 	struct sock *sk = sock->sk;
 	const struct proto_ops *now, *gate;
-	bool had_shutdown, refused = false;
+	bool refused = false;
 	int err;
 
+	if (level == SOL_TCP)
+		rt_prime_ktls(sk);
 	lock_sock(sk);
-	had_shutdown = sk->sk_shutdown & SEND_SHUTDOWN;
-	WRITE_ONCE(sk->sk_shutdown, sk->sk_shutdown | SEND_SHUTDOWN);
-	if (level == SOL_TCP) {
-		/* kTLS builds its ops from sock->ops: let it see the inner ones. */
-		spin_lock_bh(&rt_lock);
-		if (c->gated)
-			WRITE_ONCE(sock->ops, c->inner);
-		spin_unlock_bh(&rt_lock);
+	if (!c->shut_wr && !(sk->sk_shutdown & SEND_SHUTDOWN)) {
+		WRITE_ONCE(sk->sk_shutdown, sk->sk_shutdown | SEND_SHUTDOWN);
+		c->shut_wr = true;
 	}
 	release_sock(sk);
 
 	err = c->inner->setsockopt(sock, level, optname, optval, optlen);
 
-	lock_sock(sk);
 	spin_lock_bh(&rt_lock);
 	now = READ_ONCE(sock->ops);
 	if (!rt_is_gate(now))
-		c->inner = now;		/* kTLS's ops (or the inner ones we put back) */
+		c->inner = now;		/* kTLS's ops */
 	if (c->gated) {
 		gate = rt_gate_for(c->inner);
 		if (gate) {
 			WRITE_ONCE(sock->ops, gate);
 		} else {
-			/* No gate left: refuse, and keep writes shut until the reset. */
+			/* No gate left: refuse (writes stay shut until the reset). */
 			refused = rt_conn_settle_locked(c, RIPTIDES_CONN_REFUSED, ENOMEM, true);
 			WRITE_ONCE(sock->ops, c->inner);
 			c->gated = false;
-			had_shutdown = true;
 		}
 	}
 	spin_unlock_bh(&rt_lock);
-	if (!had_shutdown)
-		WRITE_ONCE(sk->sk_shutdown, sk->sk_shutdown & ~SEND_SHUTDOWN);
-	release_sock(sk);
 	if (refused)
 		rt_conn_wake(c);
 	return err;

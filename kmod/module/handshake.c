@@ -271,6 +271,11 @@ int rt_cmd_hs_done(struct sk_buff *skb, struct genl_info *info)
 			atomic64_inc(&rt_live_objects);
 		}
 		if (!status && verdict == RIPTIDES_VERDICT_ALLOW && c->ktls) {
+			if (c->shut_wr) {	/* keys installed: writes may go (encrypted) */
+				WRITE_ONCE(c->sk->sk_shutdown,
+					   c->sk->sk_shutdown & ~SEND_SHUTDOWN);
+				c->shut_wr = false;
+			}
 			rt_conn_settle_locked(c, RIPTIDES_CONN_ESTABLISHED, 0, false);
 			ev = RIPTIDES_EVENT_ESTABLISHED;
 		} else {

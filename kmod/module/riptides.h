@@ -154,6 +154,7 @@ struct rt_conn {
 	u8 direction;
 	u8 family;			/* AF_INET / AF_INET6 of the 4-tuple below */
 	bool linked, gated, requested, ktls;
+	bool shut_wr;			/* we set SEND_SHUTDOWN for the kTLS install */
 	u32 status;
 	pid_t agent_tgid;		/* agent that accepted it */
 	u32 rule_id;

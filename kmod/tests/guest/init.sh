@@ -54,7 +54,14 @@ netns_setup() {
 check netns-setup "namespaces A and B joined by a veth pair (10.99.0.0/24, fd99::/64)" netns_setup
 /bin/kttest all 2>/tmp/kttest.err | tee -a "$LOG"
 /bin/kttest rmmod $KO 2>>/tmp/kttest.err | tee -a "$LOG"
-if grep -q '^RIPTIDES-KMOD .* FAIL' "$LOG"; then echo "---- kttest stderr"; grep -v '^agent .*: request' /tmp/kttest.err | tail -150; fi
+if grep -q '^RIPTIDES-KMOD .* FAIL' "$LOG"; then
+  echo "---- kttest stderr"; grep -v '^agent .*: request' /tmp/kttest.err | tail -150
+  echo "---- processes holding sockets"
+  for p in /proc/[0-9]*; do
+    n=$(ls -l $p/fd 2>/dev/null | grep -c socket)
+    [ "$n" -gt 0 ] && echo "$p $(tr '\0' ' ' < $p/cmdline) sockets=$n"
+  done
+fi
 check params-after-reload "counters start again from zero after the reload" sh -c "test \"\$(cat $P/handshakes_requested)\" = 0 && test \"\$(cat $P/live_objects)\" = 0"
 
 check rmmod "rmmod riptides removes the family, /proc and /sys entries" sh -c "rmmod riptides && ! test -e /sys/module/riptides && ! test -e /proc/riptides"
