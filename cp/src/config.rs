@@ -4,9 +4,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use riptides_wire::TrustDomain;
 
 use crate::attest::RateLimitConfig;
+use crate::ca::SealKey;
+use crate::store::EtcdConfig;
+
+/// Where resources are stored.
+#[derive(Debug, Clone, Default)]
+pub enum StoreBackend {
+    /// The embedded redb file in the data dir: one replica.
+    #[default]
+    Redb,
+    /// An etcd cluster shared by several replicas.
+    Etcd(EtcdConfig),
+}
 
 /// Everything `riptides-controlplane` can be told. Flags map one to one onto these fields.
 #[derive(Debug, Clone)]
@@ -46,6 +60,17 @@ pub struct Config {
     pub attest_rate_limit: RateLimitConfig,
     /// Largest daemon-protocol frame accepted.
     pub max_frame: usize,
+    /// The resource store (embedded redb by default, or etcd for several replicas).
+    pub store: StoreBackend,
+    /// Key prefix of this control plane's objects in etcd.
+    pub etcd_prefix: String,
+    /// Seals the CA material shared between replicas through etcd (required with etcd).
+    pub ca_seal_key: Option<Arc<SealKey>>,
+    /// TTL of the controller leader lease on etcd: how long controllers may go without a
+    /// leader after the leader dies.
+    pub leader_lease_ttl: Duration,
+    /// This replica's name in the leader election (default: host name and API address).
+    pub replica_name: Option<String>,
 }
 
 pub const DEFAULT_TRUST_DOMAIN: &str = "riptides.local";
@@ -71,6 +96,11 @@ impl Config {
             daemon_svid_ttl: Duration::from_secs(24 * 3600),
             attest_rate_limit: RateLimitConfig::default(),
             max_frame: riptides_wire::proto::DEFAULT_MAX_FRAME,
+            store: StoreBackend::Redb,
+            etcd_prefix: crate::store::etcd::DEFAULT_PREFIX.to_owned(),
+            ca_seal_key: None,
+            leader_lease_ttl: Duration::from_secs(10),
+            replica_name: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! cp-N (root supervisor)
 //! ├── store          compacts change history, publishes the store revision
 //! ├── ca             drives CA rotation (prepare -> active -> old) on its schedule
+//! ├── ca-sync        (etcd) follows the shared, sealed CA published by the leader
 //! ├── api            HTTPS resource API (8443)
 //! ├── health         /healthz, /readyz, /metrics (8080)
 //! ├── token-gc       deletes join tokens long past their expiry
@@ -12,6 +13,11 @@
 //! ├── quic           daemon endpoint on QUIC (9443/udp)
 //! └── tunnel         the same protocol on TCP+TLS (8001/tcp) where UDP is blocked
 //! ```
+//!
+//! With `--store etcd` several replicas share one store: every replica serves the API and
+//! daemons and follows the store's watch for policy, while the controllers (store
+//! compaction, CA rotation, token GC) act only on the replica holding the leader lease
+//! ([`crate::leader`]); the CA is shared sealed through the store ([`crate::ca::SharedCa`]).
 
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::path::{Path, PathBuf};
@@ -28,13 +34,14 @@ use time::OffsetDateTime;
 
 use crate::api::{self, ApiState, ServingCert};
 use crate::attest::{Attestor, AttestorConfig, Authorizer, AuthorizerConfig, SigningPool};
-use crate::ca::{Ca, CaConfig};
-use crate::config::Config;
+use crate::ca::{Ca, CaConfig, SharedCa};
+use crate::config::{Config, StoreBackend};
 use crate::endpoint::{self, EndpointContext, LinkTls};
 use crate::health::{self, HealthState};
 use crate::metrics::Metrics;
 use crate::policy::PolicyCompiler;
-use crate::store::{ObjectKey, RedbOptions, RedbStore, Store};
+use crate::leader::{ElectionConfig, Leadership};
+use crate::store::{EtcdOptions, EtcdStore, ObjectKey, RedbOptions, RedbStore, Store};
 use crate::task::task;
 
 /// Admin client certificates are long-lived (capped by the CA's own lifetime).
@@ -55,6 +62,9 @@ pub struct ControlPlane {
     store: Arc<dyn Store>,
     ca: Arc<Ca>,
     tree: SupervisorHandle,
+    leadership: Leadership,
+    /// Stops the leader election (revoking the lease) when the control plane goes away.
+    _election: tokio_util::sync::DropGuard,
 }
 
 impl ControlPlane {
@@ -62,13 +72,34 @@ impl ControlPlane {
         create_private_dir(&config.data_dir)?;
         let store_path = config.store_path();
         let history = config.watch_history_revisions;
-        let store: Arc<dyn Store> = Arc::new(
-            tokio::task::spawn_blocking(move || {
-                RedbStore::open_with(&store_path, RedbOptions { history_revisions: history, ..RedbOptions::default() })
-            })
-            .await?
-            .with_context(|| format!("opening store {}", config.store_path().display()))?,
-        );
+        let election = tokio_util::sync::CancellationToken::new();
+        let (store, leadership): (Arc<dyn Store>, Leadership) = match &config.store {
+            StoreBackend::Redb => {
+                let store = tokio::task::spawn_blocking(move || {
+                    RedbStore::open_with(&store_path, RedbOptions { history_revisions: history, ..RedbOptions::default() })
+                })
+                .await?
+                .with_context(|| format!("opening store {}", config.store_path().display()))?;
+                (Arc::new(store), Leadership::always())
+            }
+            StoreBackend::Etcd(etcd) => {
+                let opts = EtcdOptions { prefix: config.etcd_prefix.clone(), ..EtcdOptions::default() };
+                let store = EtcdStore::connect(etcd, opts)
+                    .await
+                    .with_context(|| format!("connecting to etcd at {}", etcd.endpoints.join(",")))?;
+                let identity = config.replica_name.clone().unwrap_or_else(|| default_replica_name(&config));
+                let election_config = ElectionConfig {
+                    // Beside the object prefix, never inside it (watches of every object skip it).
+                    key: format!("{}.leader/controllers", config.etcd_prefix.trim_end_matches('/')),
+                    ttl: config.leader_lease_ttl,
+                    ..ElectionConfig::new(identity)
+                };
+                let leadership =
+                    crate::leader::start_etcd_election(store.client().clone(), election_config, election.clone());
+                (Arc::new(store), leadership)
+            }
+        };
+        let election_guard = election.drop_guard();
         let ca_config = CaConfig {
             ca_lifetime: config.ca_lifetime,
             default_svid_ttl: config.default_svid_ttl,
@@ -76,7 +107,24 @@ impl ControlPlane {
             publish_lead: config.max_svid_ttl * 2,
             ..CaConfig::new(config.trust_domain.clone())
         };
-        let ca = Arc::new(Ca::open(config.ca_dir(), ca_config, SystemTime::now()).context("opening the CA")?);
+        let shared_ca = match &config.store {
+            StoreBackend::Redb => None,
+            StoreBackend::Etcd(_) => {
+                let key = config.ca_seal_key.clone().context(
+                    "a shared store needs the CA seal key (--ca-seal-key-file or RIPTIDES_CA_SEAL_KEY): \
+                     CA keys are never stored in the clear",
+                )?;
+                Some(
+                    SharedCa::open(store.clone(), config.ca_dir(), ca_config.clone(), key)
+                        .await
+                        .context("opening the shared CA")?,
+                )
+            }
+        };
+        let ca = match &shared_ca {
+            Some(shared) => shared.ca.clone(),
+            None => Arc::new(Ca::open(config.ca_dir(), ca_config, SystemTime::now()).context("opening the CA")?),
+        };
         let metrics = Arc::new(Metrics::new());
 
         let api_listener = bind(config.api_addr, "API")?;
@@ -140,20 +188,23 @@ impl ControlPlane {
             Arc::new(HealthState { store: store.clone(), metrics: metrics.clone(), supervisor: root_name.clone() });
         let interval = config.controller_interval;
 
-        let children = vec![
+        let mut children = vec![
             {
                 let store = store.clone();
                 let metrics = metrics.clone();
+                let leadership = leadership.clone();
                 task("store", move |cancel| {
-                    let (store, metrics) = (store.clone(), metrics.clone());
-                    async move { store_maintenance(store, metrics, history, interval, cancel).await }
+                    let (store, metrics, leadership) = (store.clone(), metrics.clone(), leadership.clone());
+                    async move { store_maintenance(store, metrics, leadership, history, interval, cancel).await }
                 })
             },
             {
                 let ca = ca.clone();
+                let shared = shared_ca.clone();
+                let leadership = leadership.clone();
                 task("ca", move |cancel| {
-                    let ca = ca.clone();
-                    async move { ca_rotation(ca, interval, cancel).await }
+                    let (ca, shared, leadership) = (ca.clone(), shared.clone(), leadership.clone());
+                    async move { ca_rotation(ca, shared, leadership, interval, cancel).await }
                 })
             },
             {
@@ -187,9 +238,10 @@ impl ControlPlane {
             },
             {
                 let store = store.clone();
+                let leadership = leadership.clone();
                 task("token-gc", move |cancel| {
-                    let store = store.clone();
-                    async move { token_gc(store, interval, cancel).await }
+                    let (store, leadership) = (store.clone(), leadership.clone());
+                    async move { token_gc(store, leadership, interval, cancel).await }
                 })
             },
             riptides_actors::ChildSpec::supervisor(
@@ -200,12 +252,30 @@ impl ControlPlane {
             link_task("quic", quic_server, quic_addr, link_tls.clone(), endpoint_ctx.clone()),
             link_task("tunnel", tcp_server, tunnel_addr, link_tls, endpoint_ctx),
         ];
+        if let Some(shared) = shared_ca.clone() {
+            children.push(task("ca-sync", move |cancel| {
+                let shared = shared.clone();
+                async move { shared.follow(cancel).await }
+            }));
+        }
         let tree =
             Supervisor::start(root_name.clone(), SupervisorConfig::with_budget(10, Duration::from_secs(60)), children)
                 .await
                 .context("starting the control plane's actor tree")?;
         tracing::info!(%api_addr, %health_addr, %quic_addr, %tunnel_addr, trust_domain = %config.trust_domain, data_dir = %config.data_dir.display(), supervisor = %root_name, "control plane started");
-        Ok(ControlPlane { api_addr, health_addr, quic_addr, tunnel_addr, sessions, kubeconfig, store, ca, tree })
+        Ok(ControlPlane {
+            api_addr,
+            health_addr,
+            quic_addr,
+            tunnel_addr,
+            sessions,
+            kubeconfig,
+            store,
+            ca,
+            tree,
+            leadership,
+            _election: election_guard,
+        })
     }
 
     pub fn api_addr(&self) -> SocketAddr {
@@ -243,6 +313,15 @@ impl ControlPlane {
         &self.ca
     }
 
+    /// Whether this replica runs the controllers right now (always, on the embedded store).
+    pub fn is_leader(&self) -> bool {
+        self.leadership.is_leader()
+    }
+
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
     /// Waits until the tree ends by itself (escalation) and says why.
     pub async fn wait(&self) -> SupervisorExit {
         self.tree.wait().await
@@ -275,6 +354,12 @@ fn link_task<L: endpoint::LinkListener>(
             endpoint::serve(server, tls, ctx, cancel).await
         }
     })
+}
+
+/// A replica name unique per process: host name, API address and process id.
+fn default_replica_name(config: &Config) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}/{}/{}", host.trim(), config.api_addr, std::process::id())
 }
 
 fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<StdTcpListener> {
@@ -369,6 +454,7 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 async fn store_maintenance(
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    leadership: Leadership,
     keep: u64,
     interval: Duration,
     cancel: tokio_util::sync::CancellationToken,
@@ -381,12 +467,17 @@ async fn store_maintenance(
         }
         let rev = store.current_revision().await?;
         metrics.store_revision.set(rev as i64);
-        store.compact(keep).await?;
+        // One replica compacts a shared store.
+        if leadership.is_leader() {
+            store.compact(keep).await?;
+        }
     }
 }
 
 async fn ca_rotation(
     ca: Arc<Ca>,
+    shared: Option<Arc<SharedCa>>,
+    leadership: Leadership,
     interval: Duration,
     cancel: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
@@ -396,16 +487,24 @@ async fn ca_rotation(
             _ = cancel.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
+        // Followers load the leader's rotations through `ca-sync`.
+        if !leadership.is_leader() {
+            continue;
+        }
         let ca = ca.clone();
         let outcome = tokio::task::spawn_blocking(move || ca.tick(SystemTime::now())).await??;
         if !outcome.is_empty() {
             tracing::info!(?outcome, "CA rotation step");
+            if let Some(shared) = &shared {
+                shared.publish().await?;
+            }
         }
     }
 }
 
 async fn token_gc(
     store: Arc<dyn Store>,
+    leadership: Leadership,
     interval: Duration,
     cancel: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
@@ -415,6 +514,9 @@ async fn token_gc(
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = tick.tick() => {}
+        }
+        if !leadership.is_leader() {
+            continue;
         }
         let (tokens, _) = store.list(&rt.store_key(), None).await?;
         let now = OffsetDateTime::now_utc();

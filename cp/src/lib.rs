@@ -14,6 +14,7 @@ pub mod config;
 pub mod controlplane;
 pub mod endpoint;
 pub mod health;
+pub mod leader;
 pub mod metrics;
 pub mod policy;
 pub mod store;

@@ -20,6 +20,7 @@ mod error;
 mod issue;
 mod root;
 mod rotation;
+mod shared;
 mod store;
 mod svid;
 mod util;
@@ -40,6 +41,7 @@ pub use config::{CaConfig, DEFAULT_TRUST_DOMAIN};
 pub use csr::CsrKeyType;
 pub use error::{CaError, ConfigError, CsrError, IssueError, StoreError};
 pub use rotation::TickOutcome;
+pub use shared::{ca_object_key, SealError, SealKey, SharedCa, CA_OBJECT};
 pub use store::{GenerationState, KEY_FILE_MODE, MANIFEST_FILE};
 pub use svid::{PrivateKey, Svid};
 

@@ -20,6 +20,7 @@
 //! value limit).
 
 mod client;
+pub mod migrate;
 mod proto;
 
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use tokio::sync::mpsc;
 
 pub use self::client::{EtcdClient, EtcdConfig, EtcdError};
 use self::proto::{b64, DeleteRangeResponse, KeyValue, RangeResponse, StreamMessage, TxnResponse, WatchResponse};
-pub(crate) use self::proto::{LeaseGrantResponse, LeaseKeepAliveResponse};
+pub(crate) use self::proto::{LeaseGrantResponse, LeaseKeepAliveResponse, StreamMessage as StreamResult};
 use super::codec;
 use super::watch::WatchFilter;
 use super::{validate_part, ObjectKey, Revision, Store, StoreError, StoredObject, WatchEvent, WatchStream};

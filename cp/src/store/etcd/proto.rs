@@ -129,8 +129,6 @@ pub(crate) struct StreamMessage<T> {
 pub(crate) struct LeaseGrantResponse {
     #[serde(default, rename = "ID", deserialize_with = "int")]
     pub id: i64,
-    #[serde(default, rename = "TTL", deserialize_with = "int")]
-    pub ttl: i64,
     #[serde(default)]
     pub error: String,
 }
