@@ -59,13 +59,14 @@ void rt_proc_capture(struct rt_proc *p, gfp_t gfp)
 	rcu_read_unlock();
 	if (!mm)
 		return;
-	buf = kmalloc(PATH_MAX, gfp);
+	/* Bounded: a path longer than RIPTIDES_EXE_MAX_LEN is not reported (no EXE). */
+	buf = kmalloc(RIPTIDES_EXE_MAX_LEN + 1, gfp);
 	if (!buf)
 		return;
 	/* current's mm keeps its exe_file referenced while current runs this syscall. */
 	rcu_read_lock();
 	exe = rcu_dereference(mm->exe_file);
-	path = exe ? d_path(&exe->f_path, buf, PATH_MAX) : ERR_PTR(-ENOENT);
+	path = exe ? d_path(&exe->f_path, buf, RIPTIDES_EXE_MAX_LEN + 1) : ERR_PTR(-ENOENT);
 	rcu_read_unlock();
 	if (!IS_ERR(path)) {
 		p->exe = kstrndup(path, RIPTIDES_EXE_MAX_LEN, gfp);
