@@ -60,6 +60,8 @@ pub struct Config {
     pub attest_rate_limit: RateLimitConfig,
     /// Largest daemon-protocol frame accepted.
     pub max_frame: usize,
+    /// Operator sign-in: the OIDC provider's issuer URL, upstream issuer and clients.
+    pub oidc: crate::oidc::OidcConfig,
     /// The resource store (embedded redb by default, or etcd for several replicas).
     pub store: StoreBackend,
     /// Key prefix of this control plane's objects in etcd.
@@ -96,6 +98,7 @@ impl Config {
             daemon_svid_ttl: Duration::from_secs(24 * 3600),
             attest_rate_limit: RateLimitConfig::default(),
             max_frame: riptides_wire::proto::DEFAULT_MAX_FRAME,
+            oidc: crate::oidc::OidcConfig::default(),
             store: StoreBackend::Redb,
             etcd_prefix: crate::store::etcd::DEFAULT_PREFIX.to_owned(),
             ca_seal_key: None,

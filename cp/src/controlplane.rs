@@ -61,6 +61,7 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     store: Arc<dyn Store>,
     ca: Arc<Ca>,
+    oidc: Arc<crate::oidc::FlowState>,
     tree: SupervisorHandle,
     leadership: Leadership,
     /// Stops the leader election (revoking the lease) when the control plane goes away.
@@ -143,6 +144,11 @@ impl ControlPlane {
             format!("https://{host}:{}", api_addr.port())
         });
         let kubeconfig = config.kubeconfig_path();
+        let oidc = crate::oidc::FlowState::new(crate::oidc::Provider::open(
+            &config.data_dir.join("oidc"),
+            config.oidc.issuer.clone().unwrap_or_else(|| server_url.clone()),
+            config.oidc.clone(),
+        )?)?;
         write_admin_kubeconfig(&ca, &kubeconfig, &server_url).context("writing admin.kubeconfig")?;
 
         let root_name = format!("cp-{}", INSTANCE.fetch_add(1, Ordering::Relaxed));
@@ -183,6 +189,7 @@ impl ControlPlane {
             max_request_body: config.max_request_body,
             max_watch_duration: config.max_watch_duration,
             metrics: metrics.clone(),
+            oidc: oidc.clone(),
         });
         let health_state =
             Arc::new(HealthState { store: store.clone(), metrics: metrics.clone(), supervisor: root_name.clone() });
@@ -272,6 +279,7 @@ impl ControlPlane {
             kubeconfig,
             store,
             ca,
+            oidc,
             tree,
             leadership,
             _election: election_guard,
@@ -311,6 +319,11 @@ impl ControlPlane {
 
     pub fn ca(&self) -> &Arc<Ca> {
         &self.ca
+    }
+
+    /// The OIDC provider operators sign in through.
+    pub fn oidc(&self) -> &Arc<crate::oidc::Provider> {
+        &self.oidc.provider
     }
 
     /// Whether this replica runs the controllers right now (always, on the embedded store).

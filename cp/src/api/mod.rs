@@ -11,7 +11,7 @@
 mod discovery;
 mod error;
 pub(crate) mod object;
-mod resources;
+pub(crate) mod resources;
 mod selector;
 mod server;
 mod watch;
@@ -33,6 +33,7 @@ pub use server::{serve, ServingCert};
 
 use crate::ca::Ca;
 use crate::metrics::Metrics;
+use crate::oidc::Role;
 use crate::store::Store;
 
 /// Who is calling, from the verified client certificate.
@@ -40,10 +41,23 @@ use crate::store::Store;
 pub enum Caller {
     /// `spiffe://<td>/riptides/admin/<name>`: full access to the API.
     Admin(SpiffeId),
+    /// A human operator signed in through the OIDC provider (`Authorization: Bearer`).
+    Operator { subject: String, role: Role },
     /// Any other identity of our trust domain (daemons, workloads): no API access yet.
     Identity(SpiffeId),
     /// No client certificate.
     Anonymous,
+}
+
+impl Caller {
+    /// The operator's name and role, for callers that are operators.
+    pub fn operator(&self) -> Option<(String, Role)> {
+        match self {
+            Caller::Admin(id) => Some((id.to_string(), Role::Admin)),
+            Caller::Operator { subject, role } => Some((subject.clone(), *role)),
+            _ => None,
+        }
+    }
 }
 
 /// SPIFFE path prefix of operator identities.
@@ -59,12 +73,19 @@ pub struct ApiState {
     pub max_request_body: usize,
     pub max_watch_duration: Duration,
     pub metrics: Arc<Metrics>,
+    /// The OIDC provider: verifies operators' bearer tokens and serves the sign-in flow.
+    pub oidc: Arc<crate::oidc::FlowState>,
 }
 
-/// Builds the API router. Every route requires an admin caller.
+/// Builds the API router. The resource routes require an operator: viewers may read, writes
+/// need the role [`Role::needed_to_write`] names for the kind.
 pub fn router(state: Arc<ApiState>) -> Router {
     use resources as r;
     let metrics = state.metrics.clone();
+    let oidc = state.oidc.clone();
+    let graphql = Router::new()
+        .route("/graphql", axum::routing::post(crate::graphql::handle))
+        .with_state(Arc::new(crate::graphql::schema(state.clone())));
     // The trust bundle is public: daemons fetch it before they have any identity (and check
     // it against the pin they were installed with).
     let public = Router::new()
@@ -92,6 +113,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(middleware::from_fn(authorize));
     public
         .merge(protected)
+        .with_state(state)
+        .merge(crate::oidc::flow_router(oidc.clone()))
+        .merge(graphql)
+        .layer(middleware::from_fn(move |req: Request, next: Next| bearer(oidc.clone(), req, next)))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let metrics = metrics.clone();
             async move {
@@ -101,17 +126,75 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 resp
             }
         }))
-        .with_state(state)
 }
 
-/// 401 without a client certificate, 403 for identities that are not operators.
+/// A caller without a client certificate may present an access token of our OIDC provider.
+/// An invalid token is refused outright (401) rather than treated as anonymous.
+async fn bearer(oidc: Arc<crate::oidc::FlowState>, mut req: Request, next: Next) -> Response {
+    let anonymous = matches!(req.extensions().get::<Caller>(), None | Some(Caller::Anonymous));
+    let token = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::to_owned);
+    if let (true, Some(token)) = (anonymous, token) {
+        if !req.uri().path().starts_with("/oidc/") {
+            match oidc.provider.verify_access_token(token.trim()) {
+                Ok(c) => {
+                    req.extensions_mut().insert(Caller::Operator { subject: c.subject, role: c.role });
+                }
+                Err(e) => {
+                    let status =
+                        riptides_wire::resource::Status::failure(401, "Unauthorized", format!("{e}; sign in again"));
+                    return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(status)).into_response();
+                }
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// 401 without credentials, 403 for identities that are not operators and for operators
+/// whose role does not allow the request (viewers read; writes need the kind's role).
 async fn authorize(req: Request, next: Next) -> Response {
     match req.extensions().get::<Caller>() {
         Some(Caller::Admin(_)) => next.run(req).await,
+        Some(Caller::Operator { subject, role }) => {
+            let read = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+            if read {
+                return next.run(req).await;
+            }
+            let needed = write_role(req.uri().path());
+            if *role >= needed {
+                next.run(req).await
+            } else {
+                ApiError::Forbidden(format!(
+                    "{subject} has role {role} and may not {} {}: that needs role {needed}",
+                    req.method(),
+                    req.uri().path()
+                ))
+                .into_response()
+            }
+        }
         Some(Caller::Identity(id)) => {
             ApiError::Forbidden(format!("{id} is not allowed to use the resource API")).into_response()
         }
         Some(Caller::Anonymous) | None => ApiError::Unauthorized.into_response(),
+    }
+}
+
+/// The role needed to write at a REST path `/apis/<group>/<version>/namespaces/<ns>/<plural>...`.
+fn write_role(path: &str) -> Role {
+    let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match seg.as_slice() {
+        ["apis", group, version, "namespaces", _, plural, ..] => {
+            match riptides_wire::resource::by_path(group, version, plural) {
+                Some(rt) => Role::needed_to_write(rt.group, rt.kind),
+                None => Role::Admin,
+            }
+        }
+        _ => Role::Admin,
     }
 }
 

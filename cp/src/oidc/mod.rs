@@ -1,0 +1,106 @@
+//! The control plane's OIDC provider for human operators (the web UI, scripts, the CLI).
+//!
+//! The control plane is the issuer its own APIs trust: it publishes a discovery document and
+//! a JWKS, runs the authorization code flow with PKCE (S256 only) and hands out short-lived
+//! ES256 access tokens (signed with aws-lc-rs) and rotating refresh tokens. It does not keep
+//! passwords: sign-in is federated to an upstream OIDC issuer the operator configures (generic
+//! OIDC: discovery, authorization code with PKCE, ID token verified against the upstream
+//! JWKS), and the operator's role (viewer, editor, admin) is mapped from the upstream claims
+//! (email, email domain, groups).
+//!
+//! Layout: [`keys`] signing key and JWKS, [`tokens`] access/refresh tokens, [`flow`] the
+//! HTTP endpoints, [`upstream`] the upstream client, [`role`] roles.
+
+pub mod flow;
+mod keys;
+mod role;
+pub mod tokens;
+pub mod upstream;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use flow::{router as flow_router, FlowState};
+pub use keys::SigningKey;
+pub use role::Role;
+pub use tokens::{AccessClaims, TokenError};
+pub use upstream::{RoleRule, UpstreamConfig};
+
+/// Audience of the access tokens this provider issues.
+pub const API_AUDIENCE: &str = "riptides-api";
+/// Lifetime of access tokens (short: revocation is by expiry).
+pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
+/// Lifetime of refresh tokens (each use rotates it).
+pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(12 * 3600);
+
+/// What the operator configures.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// The issuer URL the control plane is reached at by browsers (`https://cp.example.com:8443`);
+    /// the API URL when absent.
+    pub issuer: Option<String>,
+    /// Where sign-in is federated to. Without one, the provider still verifies tokens but
+    /// cannot sign anyone in.
+    pub upstream: Option<UpstreamConfig>,
+    /// OAuth clients (the web UI, the CLI) and the redirect URIs each may use.
+    pub clients: Vec<ClientConfig>,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        OidcConfig {
+            issuer: None,
+            upstream: None,
+            clients: Vec::new(),
+            access_ttl: DEFAULT_ACCESS_TTL,
+            refresh_ttl: DEFAULT_REFRESH_TTL,
+        }
+    }
+}
+
+/// A public OAuth client (no secret: PKCE protects the code).
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub client_id: String,
+    /// Exact redirect URIs; for loopback URIs (`http://127.0.0.1/...`) any port is accepted
+    /// (RFC 8252 section 7.3), as the CLI's browser callback needs.
+    pub redirect_uris: Vec<String>,
+}
+
+/// The provider: key, issuer, token verification. Cheap to share.
+pub struct Provider {
+    pub(crate) issuer: String,
+    pub(crate) key: SigningKey,
+    pub(crate) config: OidcConfig,
+    pub(crate) tokens: tokens::TokenStore,
+}
+
+impl Provider {
+    /// Opens (or creates) the signing key under `dir` (mode 0600).
+    pub fn open(dir: &Path, issuer: String, config: OidcConfig) -> anyhow::Result<Arc<Provider>> {
+        let key = SigningKey::load_or_create(&dir.join("signing-key.p8"))?;
+        let issuer = issuer.trim_end_matches('/').to_owned();
+        Ok(Arc::new(Provider { issuer, key, tokens: tokens::TokenStore::new(config.refresh_ttl), config }))
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn jwks_json(&self) -> String {
+        self.key.jwks_json()
+    }
+
+    /// Issues an access token for `subject` with `role`, valid for the configured TTL.
+    pub fn issue_access_token(&self, subject: &str, email: Option<&str>, role: Role) -> String {
+        tokens::issue_access(self, subject, email, role, self.config.access_ttl)
+    }
+
+    /// Verifies one of our access tokens: signature, issuer, audience, expiry, role.
+    pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        tokens::verify_access(self, token)
+    }
+}
