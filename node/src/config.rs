@@ -133,9 +133,13 @@ impl fmt::Debug for JoinToken {
 /// timing knobs small.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
-    /// QUIC endpoint `HOST:PORT`.
+    /// QUIC endpoint `HOST:PORT`, or several separated by commas (control-plane replicas);
+    /// a host name resolving to several addresses counts as several endpoints. The daemon
+    /// starts at a random one (spreading daemons over replicas) and moves on to the next when
+    /// a connection fails or is lost.
     pub controlplane: String,
-    /// TCP+TLS fallback `HOST:PORT`; `None` = host of `controlplane`, port 8001.
+    /// TCP+TLS fallback `HOST:PORT` (or one per `controlplane` entry, comma-separated);
+    /// `None` = each `controlplane` host, port 8001.
     pub controlplane_tunnel: Option<String>,
     pub trust_domain: TrustDomain,
     /// Initial trust in the CP; required when the data dir holds no bundle yet.
@@ -203,17 +207,44 @@ impl DaemonConfig {
         }
     }
 
-    /// The TCP+TLS fallback address: explicit, or the QUIC host with port 8001.
+    /// The TCP+TLS fallback address of the first endpoint: explicit, or the QUIC host with
+    /// port 8001.
     pub fn tunnel_addr(&self) -> String {
-        if let Some(t) = &self.controlplane_tunnel {
-            return t.clone();
-        }
-        let host = match self.controlplane.rsplit_once(':') {
-            Some((host, _port)) => host.to_owned(),
-            None => self.controlplane.clone(),
-        };
-        format!("{host}:{DEFAULT_TUNNEL_PORT}")
+        self.tunnel_addrs().into_iter().next().unwrap_or_default()
     }
+
+    /// The configured QUIC endpoints (`controlplane` split at commas).
+    pub fn controlplane_addrs(&self) -> Vec<String> {
+        split_list(&self.controlplane)
+    }
+
+    /// One TCP+TLS fallback address per [`DaemonConfig::controlplane_addrs`] entry: the
+    /// matching explicit entry, the single explicit one for all, or the QUIC host with port
+    /// 8001.
+    pub fn tunnel_addrs(&self) -> Vec<String> {
+        let explicit = self.controlplane_tunnel.as_deref().map(split_list).unwrap_or_default();
+        let cps = self.controlplane_addrs();
+        cps.iter()
+            .enumerate()
+            .map(|(i, cp)| {
+                if explicit.len() == cps.len() {
+                    return explicit[i].clone();
+                }
+                if let Some(one) = explicit.first() {
+                    return one.clone();
+                }
+                let host = match cp.rsplit_once(':') {
+                    Some((host, _port)) => host.to_owned(),
+                    None => cp.clone(),
+                };
+                format!("{host}:{DEFAULT_TUNNEL_PORT}")
+            })
+            .collect()
+    }
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect()
 }
 
 #[cfg(test)]
@@ -228,6 +259,17 @@ mod tests {
         assert_eq!(c.tunnel_addr(), "[::1]:8001");
         c.controlplane_tunnel = Some("other:1".into());
         assert_eq!(c.tunnel_addr(), "other:1");
+    }
+
+    #[test]
+    fn several_controlplanes() {
+        let mut c = DaemonConfig::new("cp1:9443, cp2:9443,[::1]:9443", "/tmp/x");
+        assert_eq!(c.controlplane_addrs(), ["cp1:9443", "cp2:9443", "[::1]:9443"]);
+        assert_eq!(c.tunnel_addrs(), ["cp1:8001", "cp2:8001", "[::1]:8001"]);
+        c.controlplane_tunnel = Some("lb:8001".into());
+        assert_eq!(c.tunnel_addrs(), ["lb:8001", "lb:8001", "lb:8001"]);
+        c.controlplane_tunnel = Some("a:1,b:2,c:3".into());
+        assert_eq!(c.tunnel_addrs(), ["a:1", "b:2", "c:3"]);
     }
 
     #[test]

@@ -14,9 +14,11 @@ use riptides_wire::TrustDomain;
 #[derive(Debug, Parser)]
 #[command(name = "riptides-daemon", version)]
 struct Args {
-    /// Control plane QUIC endpoint, HOST:PORT (UDP, normally port 9443).
-    #[arg(long, value_name = "HOST:PORT")]
-    controlplane: String,
+    /// Control plane QUIC endpoint, HOST:PORT (UDP, normally port 9443). Repeat it (or give a
+    /// comma-separated list, or a host name with several addresses) for several replicas: the
+    /// daemon spreads over them and fails over.
+    #[arg(long, value_name = "HOST:PORT", required = true, value_delimiter = ',')]
+    controlplane: Vec<String>,
     /// TCP+TLS fallback endpoint for networks that block UDP [default: the --controlplane host, port 8001].
     #[arg(long, value_name = "HOST:PORT")]
     controlplane_tunnel: Option<String>,
@@ -61,7 +63,7 @@ struct Args {
 
 impl Args {
     fn into_config(self) -> Result<DaemonConfig> {
-        let mut c = DaemonConfig::new(self.controlplane, self.data_dir);
+        let mut c = DaemonConfig::new(self.controlplane.join(","), self.data_dir);
         c.controlplane_tunnel = self.controlplane_tunnel;
         c.trust_domain = TrustDomain::parse(&self.trust_domain).context("invalid --trust-domain")?;
         c.ca = match (self.ca_bundle, self.ca_pin) {

@@ -182,6 +182,11 @@ struct Dialer {
     quic: Option<(QuicClient, bool)>,
     /// When QUIC last failed to connect: skip it for `quic_retry_interval`.
     quic_failed_at: Option<Instant>,
+    /// Index of the control-plane endpoint to try first (several replicas): starts at a
+    /// random one, so daemons spread, and moves on when a connection is lost.
+    cursor: usize,
+    /// The endpoint of the current connection (QUIC upgrades go back to it).
+    current: Option<link::CpEndpoint>,
 }
 
 impl Dialer {
@@ -192,21 +197,58 @@ impl Dialer {
         identity: Option<&Identity>,
     ) -> anyhow::Result<Arc<dyn Connection>> {
         let tls = link::tls(&ctx.config, trust, identity)?;
+        let endpoints = link::endpoints(&ctx.config).await?;
+        let n = endpoints.len();
+        let mut last_err = None;
+        // Every endpoint once, starting at the cursor: a dead replica is skipped.
+        for k in 0..n {
+            let i = (self.cursor + k) % n;
+            match self.dial_one(ctx, &endpoints[i], tls.clone()).await {
+                Ok(c) => {
+                    if k > 0 || n > 1 {
+                        tracing::info!(controlplane = %endpoints[i].quic, of = n, "using control-plane endpoint");
+                    }
+                    self.cursor = i;
+                    self.current = Some(endpoints[i].clone());
+                    return Ok(c);
+                }
+                Err(e) => {
+                    if n > 1 {
+                        tracing::warn!(controlplane = %endpoints[i].quic, error = %format!("{e:#}"), "control-plane endpoint unreachable; trying the next");
+                    }
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no control-plane endpoint")))
+    }
+
+    /// The next connection should go to another endpoint (the current one was lost).
+    fn advance(&mut self) {
+        self.cursor = self.cursor.wrapping_add(1);
+    }
+
+    async fn dial_one(
+        &mut self,
+        ctx: &Ctx,
+        ep: &link::CpEndpoint,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> anyhow::Result<Arc<dyn Connection>> {
         let skip_quic = self.quic_failed_at.is_some_and(|t| t.elapsed() < ctx.config.quic_retry_interval);
         let mut quic_failed = false;
         if !skip_quic {
-            match link::dial_quic(&ctx.config, &mut self.quic, tls.clone()).await {
+            match link::dial_quic_at(&ctx.config, &mut self.quic, tls.clone(), ep.quic).await {
                 Ok(c) => {
                     self.quic_failed_at = None;
                     return Ok(c);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), tunnel = %ctx.config.tunnel_addr(), "QUIC connection failed; trying TCP+TLS");
+                    tracing::warn!(error = %format!("{e:#}"), tunnel = %ep.tunnel, "QUIC connection failed; trying TCP+TLS");
                     quic_failed = true;
                 }
             }
         }
-        let conn = link::dial_tcp(&ctx.config, tls).await?;
+        let conn = link::dial_tcp_at(&ctx.config, tls, &ep.tunnel).await?;
         // Only when TCP works and QUIC did not is UDP the problem (not a CP that is down):
         // stay on TCP for a while instead of paying the QUIC timeout on every reconnect.
         if quic_failed {
@@ -215,6 +257,16 @@ impl Dialer {
         }
         Ok(conn)
     }
+}
+
+/// Where in the endpoint list a daemon starts: random per process, so a fleet spreads over
+/// the control-plane replicas.
+fn spread_seed() -> usize {
+    let mut b = [0u8; 8];
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        return std::process::id() as usize;
+    }
+    u64::from_le_bytes(b) as usize
 }
 
 fn bootstrap_trust(ctx: &Ctx, known: Option<&PersistedIdentity>) -> Result<ServerTrust, String> {
@@ -370,7 +422,7 @@ async fn run_link(
 ) {
     let backoff = FullJitter::new(ctx.config.reconnect_base, ctx.config.reconnect_cap);
     let mut attempt: u32 = 0;
-    let mut dialer = Dialer { quic: None, quic_failed_at: None };
+    let mut dialer = Dialer { quic: None, quic_failed_at: None, cursor: spread_seed(), current: None };
     let mut epoch = 0u64;
     let mut next: Option<Arc<dyn Connection>> = None;
     loop {
@@ -470,6 +522,7 @@ async fn run_link(
             }
             Ended::Lost(reason) => {
                 conn.close("reconnecting");
+                dialer.advance();
                 let d = backoff.delay(attempt);
                 attempt = attempt.saturating_add(1);
                 span.in_scope(|| tracing::warn!(%reason, retry_in_ms = d.as_millis() as u64, "lost the control plane; reconnecting"));
@@ -496,7 +549,11 @@ async fn serve(
             let trust =
                 ServerTrust::Bundle(current.bundle.roots_der.iter().map(|r| CertificateDer::from(r.clone())).collect());
             let Ok(tls) = link::tls(&ctx.config, trust, Some(&current.identity)) else { continue };
-            match link::dial_quic(&ctx.config, &mut dialer.quic, tls).await {
+            let quic = match &dialer.current {
+                Some(ep) => link::dial_quic_at(&ctx.config, &mut dialer.quic, tls, ep.quic).await,
+                None => link::dial_quic(&ctx.config, &mut dialer.quic, tls).await,
+            };
+            match quic {
                 Ok(c) => {
                     dialer.quic_failed_at = None;
                     return c;
