@@ -85,6 +85,8 @@ struct Args {
     /// This replica's name in the leader election (default: host name, API address, pid).
     #[arg(long)]
     replica_name: Option<String>,
+    #[command(flatten)]
+    oidc: riptides_cp::oidc::cli::OidcArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -172,6 +174,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.etcd_prefix = args.etcd_prefix.clone();
     config.leader_lease_ttl = Duration::from_secs(args.leader_lease_secs.max(2));
     config.replica_name = args.replica_name.clone();
+    config.oidc = args.oidc.to_config()?;
     if let Some((etcd, key)) = etcd {
         config.store = StoreBackend::Etcd(etcd);
         config.ca_seal_key = Some(std::sync::Arc::new(key));

@@ -11,6 +11,7 @@
 //! Layout: [`keys`] signing key and JWKS, [`tokens`] access/refresh tokens, [`flow`] the
 //! HTTP endpoints, [`upstream`] the upstream client, [`role`] roles.
 
+pub mod cli;
 pub mod flow;
 mod keys;
 mod role;

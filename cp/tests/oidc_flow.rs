@@ -1,0 +1,417 @@
+//! Operator sign-in end to end: the control plane's OIDC provider federating to an upstream
+//! OIDC issuer the test starts on loopback. Discovery, JWKS, authorization code with PKCE
+//! through the upstream issuer, role mapping from upstream claims, the access token on the
+//! GraphQL API, refresh rotation with reuse detection, sign-out.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use riptides_cp::oidc::{ClientConfig, OidcConfig, RoleRule, UpstreamConfig};
+use riptides_cp::{Config, ControlPlane};
+use serde_json::{json, Value};
+
+const UI_CLIENT: &str = "riptides-ui";
+const UI_REDIRECT: &str = "http://127.0.0.1/signed-in";
+const UPSTREAM_CLIENT: &str = "riptides-cp";
+
+/// A test identity provider: signs in whoever `user` names, without asking.
+struct Idp {
+    issuer: String,
+    key: EcdsaKeyPair,
+    user: Mutex<Value>,
+    codes: Mutex<HashMap<String, (String, String)>>,
+}
+
+fn b64(b: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+fn form(body: &[u8]) -> HashMap<String, String> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| {
+            let d =
+                |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+            (d(k), d(v))
+        })
+        .collect()
+}
+
+async fn start_idp() -> Arc<Idp> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let idp = Arc::new(Idp {
+        issuer,
+        key: EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap(),
+        user: Mutex::new(json!({})),
+        codes: Mutex::new(HashMap::new()),
+    });
+    let app = Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(|State(i): State<Arc<Idp>>| async move {
+                Json(json!({"issuer": i.issuer, "authorization_endpoint": format!("{}/authorize", i.issuer),
+                    "token_endpoint": format!("{}/token", i.issuer), "jwks_uri": format!("{}/jwks", i.issuer)}))
+            }),
+        )
+        .route(
+            "/jwks",
+            get(|State(i): State<Arc<Idp>>| async move {
+                let p = i.key.public_key().as_ref().to_vec();
+                Json(json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "idp-1", "x": b64(&p[1..33]), "y": b64(&p[33..])}]}))
+            }),
+        )
+        .route(
+            "/authorize",
+            get(|State(i): State<Arc<Idp>>, Query(q): Query<HashMap<String, String>>| async move {
+                assert_eq!(q["client_id"], UPSTREAM_CLIENT);
+                assert_eq!(q["code_challenge_method"], "S256");
+                assert!(q["scope"].split(' ').any(|s| s == "openid"));
+                let code = format!("up-{}", i.codes.lock().unwrap().len());
+                i.codes.lock().unwrap().insert(code.clone(), (q["nonce"].clone(), q["code_challenge"].clone()));
+                Redirect::to(&format!("{}?code={code}&state={}", q["redirect_uri"], q["state"]))
+            }),
+        )
+        .route(
+            "/token",
+            post(|State(i): State<Arc<Idp>>, body: Bytes| async move {
+                let f = form(&body);
+                let Some((nonce, challenge)) = i.codes.lock().unwrap().remove(&f["code"]) else {
+                    return (axum::http::StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_grant"}))).into_response();
+                };
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, f["code_verifier"].as_bytes());
+                assert_eq!(b64(digest.as_ref()), challenge, "the CP's PKCE verifier matches its challenge");
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+                let mut claims = i.user.lock().unwrap().clone();
+                claims["iss"] = json!(i.issuer);
+                claims["aud"] = json!(UPSTREAM_CLIENT);
+                claims["iat"] = json!(now);
+                claims["exp"] = json!(now + 300);
+                claims["nonce"] = json!(nonce);
+                let input = format!("{}.{}", b64(json!({"alg": "ES256", "kid": "idp-1"}).to_string()), b64(claims.to_string()));
+                let sig = i.key.sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes()).unwrap();
+                Json(json!({"id_token": format!("{input}.{}", b64(sig.as_ref())), "access_token": "x", "token_type": "Bearer"}))
+                    .into_response()
+            }),
+        )
+        .with_state(idp.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    idp
+}
+
+/// A minimal HTTP(S) client that shows redirects instead of following them.
+struct Http {
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl Http {
+    async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        form: Option<String>,
+        bearer: Option<&str>,
+    ) -> (u16, Option<String>, Value) {
+        let https = url.starts_with("https://");
+        let rest = url.split_once("://").unwrap().1;
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(if path.is_empty() { "/" } else { path })
+            .header("host", authority);
+        if let Some(b) = bearer {
+            req = req.header("authorization", format!("Bearer {b}"));
+        }
+        let body = match form {
+            Some(f) if f.starts_with('{') => {
+                req = req.header("content-type", "application/json");
+                Full::new(Bytes::from(f))
+            }
+            Some(f) => {
+                req = req.header("content-type", "application/x-www-form-urlencoded");
+                Full::new(Bytes::from(f))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let req = req.body(body).unwrap();
+        let resp = if https {
+            let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+            let s = self.tls.connect(name, tcp).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        } else {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        };
+        let code = resp.status().as_u16();
+        let location = resp.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (code, location, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+}
+
+fn query_of(url: &str) -> HashMap<String, String> {
+    form(url.split_once('?').map(|(_, q)| q).unwrap_or_default().as_bytes())
+}
+
+fn pkce() -> (String, String) {
+    let verifier = b64(b"a fixed but long enough pkce verifier for the test, 32+ bytes");
+    let challenge = b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref());
+    (verifier, challenge)
+}
+
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    cp: ControlPlane,
+    idp: Arc<Idp>,
+    http: Http,
+    base: String,
+}
+
+async fn setup() -> Setup {
+    common::init_tracing();
+    let idp = start_idp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_tests(dir.path());
+    config.oidc = OidcConfig {
+        upstream: Some(UpstreamConfig {
+            issuer: idp.issuer.clone(),
+            client_id: UPSTREAM_CLIENT.into(),
+            client_secret: None,
+            scopes: vec!["email".into(), "groups".into()],
+            ca_pem: None,
+            role_rules: vec![
+                RoleRule::parse("email_domain=example.com:viewer").unwrap(),
+                RoleRule::parse("groups=platform:editor").unwrap(),
+                RoleRule::parse("email=boss@example.com:admin").unwrap(),
+            ],
+            default_role: None,
+        }),
+        clients: vec![ClientConfig { client_id: UI_CLIENT.into(), redirect_uris: vec![UI_REDIRECT.into()] }],
+        ..OidcConfig::default()
+    };
+    let cp = ControlPlane::start(config).await.unwrap();
+    let ca = cp.ca().bundle().to_pem();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tls = Arc::new(tls);
+    let base = format!("https://{}", cp.api_addr());
+    Setup { _dir: dir, cp, idp, http: Http { tls: tokio_rustls::TlsConnector::from(tls) }, base }
+}
+
+/// The browser's part: authorize at the CP, through the upstream issuer, back to the CP,
+/// and to the client's redirect URI. Returns the final redirect's query.
+async fn sign_in(s: &Setup, user: Value, redirect: &str, challenge: &str) -> HashMap<String, String> {
+    *s.idp.user.lock().unwrap() = user;
+    let url = format!(
+        "{}/oidc/authorize?response_type=code&client_id={UI_CLIENT}&redirect_uri={}&state=ui-state&nonce=ui-nonce&scope=openid&code_challenge={challenge}&code_challenge_method=S256",
+        s.base,
+        enc(redirect)
+    );
+    let (code, to_upstream, body) = s.http.send("GET", &url, None, None).await;
+    assert!((300..400).contains(&code), "{code} {body}");
+    let to_upstream = to_upstream.unwrap();
+    assert!(to_upstream.starts_with(&format!("{}/authorize?", s.idp.issuer)), "{to_upstream}");
+    let (code, back_to_cp, _) = s.http.send("GET", &to_upstream, None, None).await;
+    assert!((300..400).contains(&code));
+    let back_to_cp = back_to_cp.unwrap();
+    assert!(back_to_cp.starts_with(&format!("{}/oidc/callback?", s.base)), "{back_to_cp}");
+    let (code, to_client, body) = s.http.send("GET", &back_to_cp, None, None).await;
+    assert!((300..400).contains(&code), "{code} {body}");
+    let to_client = to_client.unwrap();
+    assert!(to_client.starts_with(redirect), "{to_client}");
+    let q = query_of(&to_client);
+    assert_eq!(q.get("state").map(String::as_str), Some("ui-state"), "{to_client}");
+    q
+}
+
+async fn redeem(s: &Setup, code: &str, redirect: &str, verifier: &str) -> (u16, Value) {
+    let f = format!(
+        "grant_type=authorization_code&code={}&redirect_uri={}&client_id={UI_CLIENT}&code_verifier={}",
+        enc(code),
+        enc(redirect),
+        enc(verifier)
+    );
+    let (c, _, v) = s.http.send("POST", &format!("{}/oidc/token", s.base), Some(f), None).await;
+    (c, v)
+}
+
+async fn me(s: &Setup, token: &str) -> (u16, Value) {
+    let body = json!({"query": "{ me { subject role } }"}).to_string();
+    let (c, _, v) = s.http.send("POST", &format!("{}/graphql", s.base), Some(body), Some(token)).await;
+    (c, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_sign_in_through_the_upstream_issuer() {
+    let s = setup().await;
+    // Discovery and JWKS are public.
+    let (c, _, d) = s.http.send("GET", &format!("{}/.well-known/openid-configuration", s.base), None, None).await;
+    assert_eq!(c, 200);
+    assert_eq!(d["issuer"], s.base);
+    assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
+    let (c, _, jwks) = s.http.send("GET", d["jwks_uri"].as_str().unwrap(), None, None).await;
+    assert_eq!(c, 200);
+    assert_eq!(jwks["keys"][0]["alg"], "ES256");
+
+    // An editor by group membership; a loopback redirect URI on another port is accepted.
+    let redirect = "http://127.0.0.1:47123/signed-in";
+    let (verifier, challenge) = pkce();
+    let q =
+        sign_in(&s, json!({"sub": "u-1", "email": "eve@example.com", "groups": ["platform"]}), redirect, &challenge)
+            .await;
+    let code = q.get("code").expect("a code").clone();
+    // A wrong verifier burns the code.
+    let (c, v) = redeem(&s, &code, redirect, &b64(b"another verifier that is long enough to be valid here")).await;
+    assert_eq!((c, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    let (c, v) = redeem(&s, &code, redirect, &verifier).await;
+    assert_eq!((c, v["error"].as_str()), (400, Some("invalid_grant")), "single use: {v}");
+
+    let q =
+        sign_in(&s, json!({"sub": "u-1", "email": "eve@example.com", "groups": ["platform"]}), redirect, &challenge)
+            .await;
+    let (c, tokens) = redeem(&s, &q["code"], redirect, &verifier).await;
+    assert_eq!(c, 200, "{tokens}");
+    assert_eq!(tokens["token_type"], "Bearer");
+    let access = tokens["access_token"].as_str().unwrap();
+    let (c, v) = me(&s, access).await;
+    assert_eq!(c, 200, "{v}");
+    assert_eq!(v["data"]["me"]["role"], "editor", "{v}");
+    assert_eq!(v["data"]["me"]["subject"], format!("{}#u-1", s.idp.issuer));
+    let (c, _, info) = s.http.send("GET", &format!("{}/oidc/userinfo", s.base), None, Some(access)).await;
+    assert_eq!((c, info["email"].as_str()), (200, Some("eve@example.com")));
+
+    // Refresh rotates; a rotated refresh token used again revokes the session.
+    let r1 = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |t: &str| format!("grant_type=refresh_token&client_id={UI_CLIENT}&refresh_token={}", enc(t));
+    let (c, _, t2) = s.http.send("POST", &format!("{}/oidc/token", s.base), Some(refresh(&r1)), None).await;
+    assert_eq!(c, 200, "{t2}");
+    let r2 = t2["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r2);
+    assert_eq!(me(&s, t2["access_token"].as_str().unwrap()).await.1["data"]["me"]["role"], "editor");
+    let (c, _, v) = s.http.send("POST", &format!("{}/oidc/token", s.base), Some(refresh(&r1)), None).await;
+    assert_eq!((c, v["error"].as_str()), (400, Some("invalid_grant")), "{v}");
+    let (c, _, v) = s.http.send("POST", &format!("{}/oidc/token", s.base), Some(refresh(&r2)), None).await;
+    assert_eq!((c, v["error"].as_str()), (400, Some("invalid_grant")), "the family is revoked: {v}");
+
+    // The highest matching rule wins; sign-out revokes the refresh token.
+    let q = sign_in(
+        &s,
+        json!({"sub": "u-2", "email": "boss@example.com", "groups": ["platform"]}),
+        UI_REDIRECT,
+        &challenge,
+    )
+    .await;
+    let (_, tokens) = redeem(&s, &q["code"], UI_REDIRECT, &verifier).await;
+    assert_eq!(me(&s, tokens["access_token"].as_str().unwrap()).await.1["data"]["me"]["role"], "admin");
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let (c, _, _) =
+        s.http.send("POST", &format!("{}/oidc/revoke", s.base), Some(format!("token={}", enc(rt))), None).await;
+    assert_eq!(c, 200);
+    let (c, _, _) = s.http.send("POST", &format!("{}/oidc/token", s.base), Some(refresh(rt)), None).await;
+    assert_eq!(c, 400);
+
+    // Someone no rule grants a role is turned away with an error for the client to show.
+    let q = sign_in(&s, json!({"sub": "u-3", "email": "mallory@elsewhere.org"}), UI_REDIRECT, &challenge).await;
+    assert_eq!(q.get("error").map(String::as_str), Some("access_denied"), "{q:?}");
+    assert!(!q.contains_key("code"));
+    // An unverified email counts for nothing.
+    let q = sign_in(
+        &s,
+        json!({"sub": "u-4", "email": "boss@example.com", "email_verified": false}),
+        UI_REDIRECT,
+        &challenge,
+    )
+    .await;
+    assert_eq!(q.get("error").map(String::as_str), Some("access_denied"), "{q:?}");
+
+    // A viewer (by email domain) reads but cannot write.
+    let q = sign_in(&s, json!({"sub": "u-5", "email": "val@example.com"}), UI_REDIRECT, &challenge).await;
+    let (_, tokens) = redeem(&s, &q["code"], UI_REDIRECT, &verifier).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(me(&s, access).await.1["data"]["me"]["role"], "viewer");
+    let m = json!({"query": "mutation { revokeJoinToken(name: \"x\") { name } }"}).to_string();
+    let (_, _, v) = s.http.send("POST", &format!("{}/graphql", s.base), Some(m), Some(access)).await;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "FORBIDDEN", "{v}");
+    s.cp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_without_redirecting_to_strangers() {
+    let s = setup().await;
+    let (_, challenge) = pkce();
+    // An unregistered redirect URI gets an error page, never a redirect.
+    let url = format!(
+        "{}/oidc/authorize?response_type=code&client_id={UI_CLIENT}&redirect_uri={}&code_challenge={challenge}&code_challenge_method=S256",
+        s.base,
+        enc("https://evil.example/cb")
+    );
+    let (c, loc, v) = s.http.send("GET", &url, None, None).await;
+    assert_eq!((c, loc), (400, None), "{v}");
+    // No PKCE: the client is told so.
+    let url = format!(
+        "{}/oidc/authorize?response_type=code&client_id={UI_CLIENT}&redirect_uri={}&state=s",
+        s.base,
+        enc(UI_REDIRECT)
+    );
+    let (c, loc, _) = s.http.send("GET", &url, None, None).await;
+    assert!((300..400).contains(&c));
+    let q = query_of(&loc.unwrap());
+    assert_eq!(q["error"], "invalid_request");
+    assert!(q["error_description"].contains("PKCE"));
+    // Unknown client, unknown grant type, forged callback state.
+    let (c, _, v) = s
+        .http
+        .send(
+            "POST",
+            &format!("{}/oidc/token", s.base),
+            Some("grant_type=authorization_code&client_id=nope".into()),
+            None,
+        )
+        .await;
+    assert_eq!((c, v["error"].as_str()), (401, Some("invalid_client")));
+    let (c, _, v) = s
+        .http
+        .send(
+            "POST",
+            &format!("{}/oidc/token", s.base),
+            Some(format!("grant_type=password&client_id={UI_CLIENT}")),
+            None,
+        )
+        .await;
+    assert_eq!((c, v["error"].as_str()), (400, Some("unsupported_grant_type")));
+    let (c, _, _) = s.http.send("GET", &format!("{}/oidc/callback?code=x&state=forged", s.base), None, None).await;
+    assert_eq!(c, 400);
+    // A token signed by someone else is refused by the API.
+    let forged = format!("{}.{}.{}", b64(r#"{"alg":"ES256"}"#), b64(r#"{"sub":"x","role":"admin"}"#), b64("sig"));
+    let (c, _) = me(&s, &forged).await;
+    assert_eq!(c, 401);
+    s.cp.shutdown().await;
+}
