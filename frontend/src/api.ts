@@ -20,7 +20,7 @@ export async function gql<T = any>(query: string, variables: Record<string, unkn
   if (json.errors?.length) {
     const e = json.errors[0];
     const causes = (e.extensions?.causes || []).map((c: any) => `${c.field}: ${c.message}`).join("; ");
-    throw new ApiError(causes ? `${e.message} (${causes})` : e.message, e.extensions?.code);
+    throw new ApiError(causes && !e.message.includes(causes) ? `${e.message} (${causes})` : e.message, e.extensions?.code);
   }
   return json.data as T;
 }

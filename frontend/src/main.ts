@@ -257,7 +257,7 @@ function header(active: string): HTMLElement {
     ...Object.entries(PAGES).map(([k, p]) => h("a", { href: `#/${k}`, class: k === active ? "active" : "" }, p.title)),
   );
   const who = me
-    ? h("span", { class: "who" }, `${me.subject} (${me.role}) `, button("Sign out", async () => {
+    ? h("span", { class: "who", title: me.subject }, `${me.subject.replace(/^.*#/, "")} (${me.role}) `, button("Sign out", async () => {
         await signOut();
         me = null;
         route();
