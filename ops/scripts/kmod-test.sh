@@ -176,7 +176,7 @@ build_initramfs() { # build_initramfs <kver> <workdir>
   local mroot="$kroot/lib/modules/$kver"
   mkdir -p "$r/lib/modules/$kver/kernel"
   # (netfilter and sock_diag for the userspace node of the daemon's e2e.sh)
-  for d in net/tls crypto arch/x86/crypto lib/crypto net/netfilter net/ipv4/netfilter \
+  for d in net/tls crypto arch/x86/crypto lib net/netfilter net/ipv4/netfilter \
            net/ipv6/netfilter; do
     if [ -d "$mroot/kernel/$d" ]; then
       mkdir -p "$r/lib/modules/$kver/kernel/$(dirname "$d")"
@@ -206,6 +206,10 @@ build_initramfs() { # build_initramfs <kver> <workdir>
   cp "$work/kttest" "$r/bin/kttest"
   # The daemon's end-to-end tier (owned by the daemon side), when it has been built.
   local b
+  # Users: tcpdump drops privileges to "tcpdump" (mapped to root here: the capture file
+  # lives in a root-owned directory); e2e.sh adds nobody itself.
+  printf 'root:x:0:0:root:/root:/bin/sh\ntcpdump:x:0:0:tcpdump:/:/bin/false\n' > "$r/etc/passwd"
+  printf 'root:x:0:\ntcpdump:x:0:\n' > "$r/etc/group"
   if [ "$E2E" = 1 ] && [ -f "$REPO/kmod/tests/guest/e2e.sh" ]; then
     copy_with_libs "$r" "$(command -v tcpdump)" /usr/bin/tcpdump
     copy_with_libs "$r" "$(command -v nft)" /usr/sbin/nft

@@ -55,6 +55,9 @@ static void on_usr1(int sig)
 	g_stop = 1;
 }
 static int g_check_busy;	/* the next agents started check a second ACCEPT (-EBUSY) */
+static int g_self_port;		/* the next agent started connects there itself, once */
+static int tcp_connect(int family, int port, int nonblock);
+static int roundtrip(int fd, const char *msg);
 
 static void result(int ok, const char *scenario, const char *fmt, ...)
 {
@@ -666,6 +669,22 @@ static void agent_main(char side, enum amode mode, int fail_mode, int timeout_ms
 	}
 	mcast_cb = agent_mcast;
 	mcast_arg = &ag;
+	if (g_self_port) {
+		/* The agent's own connections are never intercepted (its tgid). */
+		int fd = tcp_connect(AF_INET, g_self_port, 0), err = -1;
+		struct timeval tv = { 5, 0 };
+
+		if (fd >= 0) {
+			setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+			setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+			err = roundtrip(fd, "from the agent itself");
+			close(fd);
+		}
+		result(fd >= 0 && !err && ag.nreq == 0 && ag.qlen == 0,
+		       "policy/agent-own-connection-not-intercepted",
+		       "connect=%d roundtrip=%d requests seen by the agent=%d", fd < 0 ? fd : 0,
+		       err, ag.qlen);
+	}
 	if (write(ready, "R", 1) != 1)
 		_exit(100);
 	close(ready);
@@ -1494,8 +1513,14 @@ static void scenario_passthrough(void)
 	       "rc=%d plaintext marker on the wire=%d (expected: fail-open is plaintext) "
 	       "conns_passthrough %lld -> %lld", rc, !!(seen & SNIFF_MARKER), p0, p1);
 
-	aa = start_agent('A', AM_VERDICT_ALLOW, RIPTIDES_FAIL_CLOSED, 5000, 0);
 	ab = start_agent('B', AM_VERDICT_ALLOW, RIPTIDES_FAIL_CLOSED, 5000, 0);
+	p0 = ns_stat("A", "handshakes_requested");
+	g_self_port = 7004;
+	aa = start_agent('A', AM_VERDICT_ALLOW, RIPTIDES_FAIL_CLOSED, 5000, 0);
+	g_self_port = 0;
+	p1 = ns_stat("A", "handshakes_requested");
+	result(p1 == p0, "policy/agent-own-connection-no-request",
+	       "handshakes_requested in A %lld -> %lld", p0, p1);
 	CA.msg = "verdict allow";
 	rc = in_a(c_plain, &CA, 20);
 	result(rc == 0, "passthrough/set-verdict-allow", "rc=%d", rc);
