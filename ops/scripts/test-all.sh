@@ -20,6 +20,8 @@ command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
 command -v dpkg-deb >/dev/null || need_pkgs+=(dpkg)
 command -v etcd >/dev/null || need_pkgs+=(etcd-server)
+command -v chromium >/dev/null || need_pkgs+=(chromium)
+command -v npm >/dev/null || need_pkgs+=(nodejs npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -39,3 +41,7 @@ cargo build --workspace --bins
 # Unit, integration and multi-process tests (doctests run separately: nextest skips them).
 cargo nextest run --workspace --no-fail-fast "$@"
 cargo test --workspace --doc
+
+# The web UI: type check, build, and its browser test (headless Chromium driven by
+# playwright-core against the binaries built above); dependencies from the npm lockfile.
+(cd frontend && npm ci --no-audit --no-fund && npm run check && npm run build && npm run test:browser)
