@@ -122,7 +122,7 @@ pub struct Connection {
     pub workload_id: Option<String>,
     /// SPIFFE ID the peer presented (mTLS only).
     pub peer_id: Option<String>,
-    /// How the dataplane handles it (`mtls`, `tls`, `passthrough`, `plaintext`, `refused`...).
+    /// How the dataplane handles it, as the daemon names it (`MUTUAL`, `MUTUAL (kTLS)`, `PERMISSIVE`, `permissive-plaintext`, `SIMPLE`, `passthrough`...).
     pub mode: String,
     pub state: String,
     /// Whether both sides were authenticated with SVIDs.
@@ -134,13 +134,17 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The daemons name modes after the TLS mode (`MUTUAL`, `MUTUAL (kTLS)`, `PERMISSIVE`,
+    /// `permissive-plaintext`, `SIMPLE`, `passthrough`...): a connection is mTLS when the peer
+    /// presented a SPIFFE ID and the mode is neither SIMPLE nor plaintext.
     pub fn from_entry(daemon: &str, c: riptides_wire::proto::messages::ConnectionEntry) -> Connection {
         let mode = c.mode.to_ascii_lowercase();
         let state = c.state.to_ascii_lowercase();
+        let peer_is_spiffe = c.peer_id.as_deref().is_some_and(|p| p.starts_with("spiffe://"));
         Connection {
             daemon: daemon.to_owned(),
-            mtls: mode.contains("mtls") || mode.contains("mutual"),
-            refused: mode.contains("refus") || state.contains("refus") || mode.contains("denied"),
+            mtls: peer_is_spiffe && !mode.contains("simple") && !mode.contains("plaintext"),
+            refused: ["refus", "denied", "reject", "fail"].iter().any(|w| mode.contains(w) || state.contains(w)),
             local: c.local,
             remote: c.remote,
             workload_id: c.workload_id,
