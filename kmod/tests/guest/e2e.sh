@@ -187,7 +187,7 @@ spec:
           mode: MUTUAL
       allowedSPIFFEIDs:
         - "spiffe://$TD/orders-service"
-        - "spiffe://$TD/ledger"
+        - "spiffe://$TD/legacy-client"
 ---
 apiVersion: core.riptides.io/v1alpha1
 kind: WorkloadIdentity
