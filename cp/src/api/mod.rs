@@ -84,8 +84,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let metrics = state.metrics.clone();
     let oidc = state.oidc.clone();
     let graphql = Router::new()
-        .route("/graphql", axum::routing::post(crate::graphql::handle))
-        .with_state(Arc::new(crate::graphql::schema(state.clone())));
+        .route("/graphql", axum::routing::post(crate::graphql::handle).get(crate::graphql::subscribe))
+        .with_state(crate::graphql::GqlState::new(state.clone()));
     // The trust bundle is public: daemons fetch it before they have any identity (and check
     // it against the pin they were installed with).
     let public = Router::new()

@@ -169,7 +169,9 @@ pub async fn serve(
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), svc);
+                    .serve_connection(TokioIo::new(stream), svc)
+                    // GraphQL subscriptions upgrade to WebSocket.
+                    .with_upgrades();
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "API connection ended with an error");
                 }

@@ -14,10 +14,11 @@
 mod model;
 mod policy;
 mod schema;
+mod subscription;
 
 use std::sync::Arc;
 
-use async_graphql::{EmptySubscription, Schema};
+use async_graphql::Schema;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -25,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 pub use schema::{MutationRoot, QueryRoot};
+pub use subscription::{upgrade as subscribe, ResourceChange, SubscriptionRoot};
 
 use crate::api::{ApiState, Caller};
 use crate::oidc::Role;
@@ -38,7 +40,19 @@ pub const TUNNEL_COST: usize = 100;
 /// Largest GraphQL request body.
 pub const MAX_BODY: usize = 256 * 1024;
 
-pub type ApiSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type ApiSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// What the `/graphql` routes share.
+pub struct GqlState {
+    pub schema: Arc<ApiSchema>,
+    pub api: Arc<ApiState>,
+}
+
+impl GqlState {
+    pub fn new(api: Arc<ApiState>) -> Arc<GqlState> {
+        Arc::new(GqlState { schema: Arc::new(schema(api.clone())), api })
+    }
+}
 
 /// The authenticated operator of one GraphQL request.
 #[derive(Debug, Clone)]
@@ -49,7 +63,7 @@ pub struct Principal {
 
 /// Builds the schema with its limits; `state` is what every resolver reads and writes.
 pub fn schema(state: Arc<ApiState>) -> ApiSchema {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(state)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
@@ -60,7 +74,7 @@ pub fn schema(state: Arc<ApiState>) -> ApiSchema {
 
 /// The SDL of the schema (for docs and the frontend's type generation).
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription).finish().sdl()
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot).finish().sdl()
 }
 
 fn gql_error(code: StatusCode, message: &str, kind: &str) -> Response {
@@ -69,7 +83,7 @@ fn gql_error(code: StatusCode, message: &str, kind: &str) -> Response {
 }
 
 /// `POST /graphql` with the JSON body `{query, variables, operationName}`.
-pub async fn handle(State(schema): State<Arc<ApiSchema>>, req: Request) -> Response {
+pub async fn handle(State(gs): State<Arc<GqlState>>, req: Request) -> Response {
     let principal = match req.extensions().get::<Caller>() {
         Some(c) => match c.operator() {
             Some((subject, role)) => Principal { subject, role },
@@ -106,7 +120,7 @@ pub async fn handle(State(schema): State<Arc<ApiSchema>>, req: Request) -> Respo
             }
         }
     };
-    let mut resp = schema.execute(gql_req.data(principal)).await;
+    let mut resp = gs.schema.execute(gql_req.data(principal)).await;
     for e in &mut resp.errors {
         explain_limit(e);
     }

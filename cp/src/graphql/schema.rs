@@ -25,11 +25,11 @@ const TUNNEL_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Result<T> = async_graphql::Result<T>;
 
-fn state<'a>(ctx: &'a Context<'_>) -> &'a Arc<ApiState> {
+pub(super) fn state<'a>(ctx: &'a Context<'_>) -> &'a Arc<ApiState> {
     ctx.data_unchecked::<Arc<ApiState>>()
 }
 
-fn principal<'a>(ctx: &'a Context<'_>) -> Result<&'a Principal> {
+pub(super) fn principal<'a>(ctx: &'a Context<'_>) -> Result<&'a Principal> {
     ctx.data::<Principal>()
         .map_err(|_| async_graphql::Error::new("not signed in").extend_with(|_, e| e.set("code", "UNAUTHENTICATED")))
 }
@@ -251,17 +251,26 @@ impl QueryRoot {
     /// Daemons that do not answer are listed in `errors`.
     #[graphql(complexity = "TUNNEL_COST + child_complexity")]
     async fn connections(&self, ctx: &Context<'_>, daemon: Option<String>) -> Result<ConnectionReport> {
-        let st = state(ctx);
-        let names: Vec<String> = match daemon {
-            Some(d) => vec![d],
-            None => convert(list(st, "daemons", None).await?, Daemon::from_value)?
-                .into_iter()
-                .filter(|d| d.connected)
-                .map(|d| d.meta.name)
-                .collect(),
-        };
-        Ok(connections_of(st, names).await)
+        Ok(live_connections(state(ctx), daemon).await)
     }
+}
+
+/// The connection tables of the connected daemons (or of `daemon`); a store failure is
+/// reported like an unreachable daemon.
+pub(super) async fn live_connections(st: &ApiState, daemon: Option<String>) -> ConnectionReport {
+    let names: Vec<String> = match daemon {
+        Some(d) => vec![d],
+        None => match list(st, "daemons", None).await.and_then(|l| convert(l, Daemon::from_value)) {
+            Ok(ds) => ds.into_iter().filter(|d| d.connected).map(|d| d.meta.name).collect(),
+            Err(e) => {
+                return ConnectionReport {
+                    connections: Vec::new(),
+                    errors: vec![DaemonError { daemon: "*".into(), message: e.message }],
+                }
+            }
+        },
+    };
+    connections_of(st, names).await
 }
 
 async fn compute_policy(st: &ApiState, wi: &WorkloadIdentity) -> Result<EffectivePolicy> {
@@ -320,7 +329,7 @@ pub struct DeletedResource {
     pub name: String,
 }
 
-fn kind_by_name(kind: &str) -> Result<&'static ResourceType> {
+pub(super) fn kind_by_name(kind: &str) -> Result<&'static ResourceType> {
     resource::by_name(kind).ok_or_else(|| {
         async_graphql::Error::new(format!(
             "unknown kind {kind:?}; use one of {}",
