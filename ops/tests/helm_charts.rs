@@ -308,3 +308,19 @@ fn undefined_values_are_caught() {
     let missing: Vec<_> = refs.iter().filter(|r| lookup(&values, r).is_none()).collect();
     assert_eq!(missing, ["a.c"]);
 }
+
+#[test]
+fn frontend_chart() {
+    let c = check_chart("frontend");
+    let dep = object(&c, "Deployment");
+    let ctr = &dep["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(ctr["readinessProbe"]["httpGet"]["port"], Value::from("http"));
+    assert_eq!(ctr["securityContext"]["capabilities"]["drop"][0], Value::from("ALL"));
+    assert_eq!(ctr["securityContext"]["readOnlyRootFilesystem"], Value::from(true));
+    flags_exist("riptides-frontend", &ctr["args"]);
+    let vol = &dep["spec"]["template"]["spec"]["volumes"][0];
+    assert_eq!(vol["configMap"]["name"], c.values["controlPlane"]["caConfigMap"]);
+    let svc = object(&c, "Service");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], Value::from("http"));
+    assert!(c.text.contains("--cp-ca=/etc/riptides/cp-ca/ca.pem"));
+}
