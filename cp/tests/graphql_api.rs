@@ -73,6 +73,20 @@ async fn roles_decide_who_may_write() {
         gql_raw(&client_with_token(&cp, Some("eyJhbGciOiJub25lIn0.e30.".into())), "{ me { role } }", json!({})).await;
     assert_eq!(code, 401, "{v}");
 
+    // Only JSON bodies: a cross-site form post cannot carry a mutation.
+    let (code, _) = admin
+        .raw_request(
+            hyper::Method::POST,
+            "/graphql",
+            Some((
+                "text/plain",
+                bytes::Bytes::from(json!({"query": "mutation { revokeJoinToken(name: \"x\") { name } }"}).to_string()),
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 415);
+
     let me = gql(&viewer, "{ me { subject role canEdit canAdmin } }", json!({})).await;
     assert_eq!(me["data"]["me"], json!({"subject": "vera", "role": "viewer", "canEdit": false, "canAdmin": false}));
     let me = gql(&admin, "{ me { role canAdmin } }", json!({})).await;

@@ -19,6 +19,14 @@ const T: Duration = Duration::from_secs(10);
 type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 async fn open(cp: &ControlPlane) -> Ws {
+    open_with(cp, None, None).await
+}
+
+async fn open_with(
+    cp: &ControlPlane,
+    client: Option<(Vec<rustls_pki_types::CertificateDer<'static>>, rustls_pki_types::PrivateKeyDer<'static>)>,
+    origin: Option<&str>,
+) -> Ws {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut cp.ca().bundle().to_pem().as_bytes()) {
         roots.add(c.unwrap()).unwrap();
@@ -26,13 +34,19 @@ async fn open(cp: &ControlPlane) -> Ws {
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let tls = match client {
+        Some((chain, key)) => tls.with_client_auth_cert(chain, key).unwrap(),
+        None => tls.with_no_client_auth(),
+    };
     let tcp = tokio::net::TcpStream::connect(cp.api_addr()).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(name, tcp).await.unwrap();
     let mut req = format!("wss://{}/graphql", cp.api_addr()).into_client_request().unwrap();
     req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+    if let Some(o) = origin {
+        req.headers_mut().insert("origin", o.parse().unwrap());
+    }
     let (ws, resp) = tokio_tungstenite::client_async(req, stream).await.unwrap();
     assert_eq!(resp.headers()["sec-websocket-protocol"], "graphql-transport-ws");
     ws
@@ -97,6 +111,23 @@ async fn resource_changes_arrive_over_websocket() {
     let mut anon = open(&cp).await;
     send(&mut anon, json!({"type": "connection_init", "payload": {}})).await;
     let r = recv(&mut anon).await;
+    assert!(r.is_none() || r.as_ref().unwrap()["type"] != "connection_ack", "{r:?}");
+
+    // The admin client certificate authenticates a WebSocket from a program, but not from a
+    // browser (Origin sent): a page elsewhere must not ride on a certificate the browser holds.
+    let creds = riptides_wire::kubeconfig::Kubeconfig::parse(&std::fs::read_to_string(cp.kubeconfig_path()).unwrap())
+        .unwrap()
+        .credentials()
+        .unwrap();
+    let chain: Vec<_> =
+        rustls_pemfile::certs(&mut creds.client_cert_pem.as_deref().unwrap()).map(|c| c.unwrap()).collect();
+    let key = rustls_pemfile::private_key(&mut creds.client_key_pem.as_deref().unwrap()).unwrap().unwrap();
+    let mut prog = open_with(&cp, Some((chain.clone(), key.clone_key())), None).await;
+    send(&mut prog, json!({"type": "connection_init", "payload": {}})).await;
+    assert_eq!(recv(&mut prog).await.unwrap()["type"], "connection_ack");
+    let mut page = open_with(&cp, Some((chain, key)), Some("https://evil.example")).await;
+    send(&mut page, json!({"type": "connection_init", "payload": {}})).await;
+    let r = recv(&mut page).await;
     assert!(r.is_none() || r.as_ref().unwrap()["type"] != "connection_ack", "{r:?}");
     cp.shutdown().await;
 }

@@ -98,6 +98,18 @@ pub async fn handle(State(gs): State<Arc<GqlState>>, req: Request) -> Response {
         },
         None => return gql_error(StatusCode::UNAUTHORIZED, "sign in first", "UNAUTHENTICATED"),
     };
+    // Only JSON: a browser cannot send it cross-site without a CORS preflight (which this API
+    // never grants), so a page elsewhere cannot make a signed-in browser (or one holding a
+    // client certificate) run mutations with a form post.
+    let ctype = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let base = ctype.split(';').next().unwrap_or_default().trim();
+    if !matches!(base, "application/json" | "application/graphql-response+json") {
+        return gql_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!("send the GraphQL request as application/json, not {base:?}"),
+            "BAD_REQUEST",
+        );
+    }
     let gql_req: async_graphql::Request = {
         let bytes: Bytes = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
             Ok(b) => b,

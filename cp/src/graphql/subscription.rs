@@ -135,7 +135,13 @@ pub async fn upgrade(
         .and_then(|v| v.to_str().ok())
         .and_then(|list| list.split(',').find_map(|p| p.trim().parse::<WebSocketProtocols>().ok()))
         .unwrap_or(WebSocketProtocols::GraphQLWS);
-    let known = caller.and_then(|c| c.0.operator()).map(|(subject, role)| Principal { subject, role });
+    // A browser sends Origin: any page could open this socket and the browser would present a
+    // client certificate it holds, so from browsers only the token in connection_init counts.
+    let from_browser = headers.contains_key(axum::http::header::ORIGIN);
+    let known = caller
+        .filter(|_| !from_browser)
+        .and_then(|c| c.0.operator())
+        .map(|(subject, role)| Principal { subject, role });
     let schema = gs.schema.clone();
     let oidc = gs.api.oidc.clone();
     ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
