@@ -6,6 +6,11 @@
 //
 // Needs: the built UI (npm run build), the binaries (cargo build -p riptides-cp --bins;
 // RIPTIDES_BIN_DIR, default ../target/debug), /usr/bin/chromium (or CHROMIUM).
+//
+// Attached mode (cp/tests/graphql_browser.rs): RIPTIDES_UI_URL names a running frontend whose
+// control plane (admin kubeconfig RIPTIDES_KUBECONFIG) signs in through an upstream issuer that
+// maps ed@example.com to editor; nothing is started here. With RIPTIDES_EXPECT_DAEMON set, that
+// daemon must show as connected with a live mTLS connection and a refused one.
 
 import { spawn } from "node:child_process";
 import crypto from "node:crypto";
@@ -20,7 +25,7 @@ import { chromium } from "playwright-core";
 const here = path.dirname(new URL(import.meta.url).pathname);
 const root = path.resolve(here, "..");
 const binDir = process.env.RIPTIDES_BIN_DIR || path.resolve(root, "../target/debug");
-const artifacts = path.join(root, "test-artifacts");
+const artifacts = process.env.RIPTIDES_ARTIFACTS || path.join(root, "test-artifacts");
 fs.mkdirSync(artifacts, { recursive: true });
 const children = [];
 let passed = 0;
@@ -129,7 +134,7 @@ async function step(name, fn) {
   }
 }
 
-async function main() {
+async function launch() {
   const idp = await startIdp();
   const data = fs.mkdtempSync(path.join(os.tmpdir(), "riptides-ui-"));
   const uiPort = await freePort();
@@ -145,16 +150,30 @@ async function main() {
     /API (https:\/\/127\.0\.0\.1:\d+)/,
   );
   const apiUrl = cp.match[1];
-  const kcText = fs.readFileSync(path.join(data, "admin.kubeconfig"), "utf8");
-  const kc = {
-    server: apiUrl,
-    ca: kubeconfigField(kcText, "certificate-authority-data"),
-    cert: kubeconfigField(kcText, "client-certificate-data"),
-    key: kubeconfigField(kcText, "client-key-data"),
-  };
+  const kc = readKubeconfig(path.join(data, "admin.kubeconfig"));
   const caFile = path.join(data, "cp-ca.pem");
   fs.writeFileSync(caFile, kc.ca);
   await start("riptides-frontend", ["--listen", `127.0.0.1:${uiPort}`, "--cp-url", apiUrl, "--cp-ca", caFile, "--assets", path.join(root, "dist")], /riptides-frontend: http/);
+  return { ui, kc, close: () => idp.server.close() };
+}
+
+function readKubeconfig(file) {
+  const text = fs.readFileSync(file, "utf8");
+  return {
+    server: text.match(/server: (\S+)/)[1],
+    ca: kubeconfigField(text, "certificate-authority-data"),
+    cert: kubeconfigField(text, "client-certificate-data"),
+    key: kubeconfigField(text, "client-key-data"),
+  };
+}
+
+async function main() {
+  const attached = process.env.RIPTIDES_UI_URL;
+  const env = attached
+    ? { ui: attached, kc: readKubeconfig(process.env.RIPTIDES_KUBECONFIG), close: () => {} }
+    : await launch();
+  const { ui, kc } = env;
+  const expectDaemon = process.env.RIPTIDES_EXPECT_DAEMON;
 
   // What the operator will look at.
   const ns = "/apis/core.riptides.io/v1alpha1/namespaces/riptides-system";
@@ -195,7 +214,8 @@ async function main() {
   await step("the workloads page lists the identity with its SPIFFE ID", async () => {
     await page.getByRole("link", { name: "Workloads" }).click();
     await see("spiffe://example.com/app/web");
-    await see("no daemon in scope");
+    // The identity is scoped to daemon node-a: enforced there once it is registered.
+    await see(expectDaemon ? expectDaemon : "no daemon in scope");
     await shot("03-workloads");
   });
   await step("the policy page shows what the egress rule secures and who may connect", async () => {
@@ -228,13 +248,28 @@ async function main() {
   });
   await step("daemons, connections and services pages render", async () => {
     await page.getByRole("link", { name: "Daemons" }).click();
-    await see("no daemon has registered yet");
+    if (expectDaemon) {
+      await see(expectDaemon);
+      await page.locator("td .badge.ok", { hasText: "connected" }).first().waitFor();
+      await page.locator("td .badge.bad", { hasText: "unhealthy" }).first().waitFor();
+      await shot("07-daemons");
+    } else {
+      await see("no daemon has registered yet");
+    }
     await page.getByRole("link", { name: "Connections" }).click();
-    await see("no live connections");
-    await shot("07-connections");
+    if (expectDaemon) {
+      await page.locator("td .badge.ok", { hasText: "mTLS" }).first().waitFor();
+      await page.locator("td .badge.bad", { hasText: "refused" }).first().waitFor();
+      await see("spiffe://example.com/app/orders");
+      if ((await page.locator("svg.graph line.edge.mtls").count()) < 1) throw new Error("no mTLS edge in the graph");
+      if ((await page.locator("svg.graph line.edge.refused").count()) < 1) throw new Error("no refused edge in the graph");
+    } else {
+      await see("no live connections");
+    }
+    await shot("08-connections");
     await page.getByRole("link", { name: "Services" }).click();
     await see("tier=backend");
-    await shot("08-services");
+    await shot("09-services");
   });
   await step("sign-out ends the session", async () => {
     await page.getByRole("button", { name: "Sign out" }).click();
@@ -246,7 +281,7 @@ async function main() {
     if (consoleErrors.length) throw new Error(consoleErrors.join("\n"));
   });
   await browser.close();
-  idp.server.close();
+  env.close();
 }
 
 try {

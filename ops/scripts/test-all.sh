@@ -38,10 +38,13 @@ export RIPTIDES_NETNS_REQUIRED=1
 # The end-to-end tests start the real binaries of every package.
 cargo build --workspace --bins
 
+# The web UI's dependencies (npm lockfile), type check and build: cp/tests/graphql_browser.rs
+# drives it in headless Chromium.
+(cd frontend && npm ci --no-audit --no-fund && npm run check && npm run build)
+
 # Unit, integration and multi-process tests (doctests run separately: nextest skips them).
 cargo nextest run --workspace --no-fail-fast "$@"
 cargo test --workspace --doc
 
-# The web UI: type check, build, and its browser test (headless Chromium driven by
-# playwright-core against the binaries built above); dependencies from the npm lockfile.
-(cd frontend && npm ci --no-audit --no-fund && npm run check && npm run build && npm run test:browser)
+# The web UI's browser test against the real controlplane and frontend binaries built above.
+(cd frontend && npm run test:browser)

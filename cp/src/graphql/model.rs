@@ -125,7 +125,7 @@ pub struct Connection {
     /// How the dataplane handles it, as the daemon names it (`MUTUAL`, `MUTUAL (kTLS)`, `PERMISSIVE`, `permissive-plaintext`, `SIMPLE`, `passthrough`...).
     pub mode: String,
     pub state: String,
-    /// Whether both sides were authenticated with SVIDs.
+    /// Whether both sides were authenticated with SVIDs (and the connection was not refused).
     pub mtls: bool,
     /// Whether the dataplane refused the connection.
     pub refused: bool,
@@ -141,10 +141,11 @@ impl Connection {
         let mode = c.mode.to_ascii_lowercase();
         let state = c.state.to_ascii_lowercase();
         let peer_is_spiffe = c.peer_id.as_deref().is_some_and(|p| p.starts_with("spiffe://"));
+        let refused = ["refus", "denied", "reject", "fail"].iter().any(|w| mode.contains(w) || state.contains(w));
         Connection {
             daemon: daemon.to_owned(),
-            mtls: peer_is_spiffe && !mode.contains("simple") && !mode.contains("plaintext"),
-            refused: ["refus", "denied", "reject", "fail"].iter().any(|w| mode.contains(w) || state.contains(w)),
+            mtls: peer_is_spiffe && !refused && !mode.contains("simple") && !mode.contains("plaintext"),
+            refused,
             local: c.local,
             remote: c.remote,
             workload_id: c.workload_id,
