@@ -54,6 +54,7 @@ async fn the_ui_shows_daemons_live_connections_and_applies_policy() {
     config.oidc = OidcConfig {
         issuer: Some(ui.clone()),
         upstream: Some(UpstreamConfig {
+            kind: Default::default(),
             issuer: idp.issuer.clone(),
             client_id: oidc_support::UPSTREAM_CLIENT.into(),
             client_secret: None,

@@ -9,84 +9,13 @@ mod oidc_support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use oidc_support::{b64, form, start_idp, Idp, UPSTREAM_CLIENT};
+use oidc_support::{b64, enc, pkce, query_of, start_idp, Http, Idp, UPSTREAM_CLIENT};
 use riptides_cp::oidc::{ClientConfig, OidcConfig, RoleRule, UpstreamConfig};
 use riptides_cp::{Config, ControlPlane};
 use serde_json::{json, Value};
 
 const UI_CLIENT: &str = "riptides-ui";
 const UI_REDIRECT: &str = "http://127.0.0.1/signed-in";
-
-/// A minimal HTTP(S) client that shows redirects instead of following them.
-struct Http {
-    tls: tokio_rustls::TlsConnector,
-}
-
-impl Http {
-    async fn send(
-        &self,
-        method: &str,
-        url: &str,
-        form: Option<String>,
-        bearer: Option<&str>,
-    ) -> (u16, Option<String>, Value) {
-        let https = url.starts_with("https://");
-        let rest = url.split_once("://").unwrap().1;
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(if path.is_empty() { "/" } else { path })
-            .header("host", authority);
-        if let Some(b) = bearer {
-            req = req.header("authorization", format!("Bearer {b}"));
-        }
-        let body = match form {
-            Some(f) if f.starts_with('{') => {
-                req = req.header("content-type", "application/json");
-                Full::new(Bytes::from(f))
-            }
-            Some(f) => {
-                req = req.header("content-type", "application/x-www-form-urlencoded");
-                Full::new(Bytes::from(f))
-            }
-            None => Full::new(Bytes::new()),
-        };
-        let req = req.body(body).unwrap();
-        let resp = if https {
-            let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-            let s = self.tls.connect(name, tcp).await.unwrap();
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
-            tokio::spawn(conn);
-            send.send_request(req).await.unwrap()
-        } else {
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
-            tokio::spawn(conn);
-            send.send_request(req).await.unwrap()
-        };
-        let code = resp.status().as_u16();
-        let location = resp.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (code, location, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    }
-}
-
-fn query_of(url: &str) -> HashMap<String, String> {
-    form(url.split_once('?').map(|(_, q)| q).unwrap_or_default().as_bytes())
-}
-
-fn pkce() -> (String, String) {
-    let verifier = b64(b"a fixed but long enough pkce verifier for the test, 32+ bytes");
-    let challenge = b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref());
-    (verifier, challenge)
-}
-
-fn enc(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -103,6 +32,7 @@ async fn setup() -> Setup {
     let mut config = Config::for_tests(dir.path());
     config.oidc = OidcConfig {
         upstream: Some(UpstreamConfig {
+            kind: Default::default(),
             issuer: idp.issuer.clone(),
             client_id: UPSTREAM_CLIENT.into(),
             client_secret: None,

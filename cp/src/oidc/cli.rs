@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use super::upstream::UpstreamKind;
 use super::{ClientConfig, OidcConfig, Role, RoleRule, UpstreamConfig};
 
 /// Client ids registered when no `--oidc-client` is given: the web UI served on loopback
@@ -16,9 +17,17 @@ pub struct OidcArgs {
     /// Issuer URL of the control plane's OIDC provider as browsers reach it (default: the API URL).
     #[arg(long, env = "RIPTIDES_OIDC_ISSUER", value_name = "URL")]
     pub oidc_issuer: Option<String>,
-    /// Upstream OIDC issuer operators sign in with (generic OIDC: Dex, Keycloak, Google, ...).
+    /// Upstream identity provider operators sign in with: a generic OIDC issuer (Dex, Keycloak,
+    /// Google, ...) or, with --oidc-upstream-kind github, GitHub's web URL (https://github.com).
     #[arg(long, env = "RIPTIDES_OIDC_UPSTREAM_ISSUER", value_name = "URL")]
     pub oidc_upstream_issuer: Option<String>,
+    /// Protocol of the upstream: oidc or github (GitHub OAuth; roles from login, verified
+    /// primary email and org membership, e.g. --oidc-role org=acme:editor).
+    #[arg(long, default_value = "oidc", value_parser = ["oidc", "github"])]
+    pub oidc_upstream_kind: String,
+    /// GitHub's REST API URL (GitHub Enterprise: https://<host>/api/v3).
+    #[arg(long, default_value = "https://api.github.com", value_name = "URL")]
+    pub oidc_upstream_github_api_url: String,
     /// Our client id at the upstream issuer (its redirect URI is <issuer>/oidc/callback).
     #[arg(long, env = "RIPTIDES_OIDC_UPSTREAM_CLIENT_ID", default_value = "riptides")]
     pub oidc_upstream_client_id: String,
@@ -28,8 +37,9 @@ pub struct OidcArgs {
     /// PEM CA bundle for the upstream issuer (default: the system bundle).
     #[arg(long, value_name = "FILE")]
     pub oidc_upstream_ca: Option<PathBuf>,
-    /// Extra scopes asked from the upstream issuer (besides openid).
-    #[arg(long, value_delimiter = ',', default_value = "email,profile,groups")]
+    /// Extra scopes asked from the upstream issuer (besides openid); for GitHub the default is
+    /// read:user,user:email,read:org.
+    #[arg(long, value_delimiter = ',')]
     pub oidc_upstream_scopes: Vec<String>,
     /// Role mapping from upstream claims, CLAIM=VALUE:ROLE (repeatable; the highest match wins),
     /// e.g. groups=platform-admins:admin, email_domain=example.com:viewer, org=acme:editor.
@@ -55,6 +65,11 @@ impl OidcArgs {
         let upstream = match &self.oidc_upstream_issuer {
             None => None,
             Some(issuer) => Some(UpstreamConfig {
+                kind: if self.oidc_upstream_kind == "github" {
+                    UpstreamKind::GitHub { api_url: self.oidc_upstream_github_api_url.trim_end_matches('/').to_owned() }
+                } else {
+                    UpstreamKind::Oidc
+                },
                 issuer: issuer.trim_end_matches('/').to_owned(),
                 client_id: self.oidc_upstream_client_id.clone(),
                 client_secret: self
@@ -63,7 +78,13 @@ impl OidcArgs {
                     .map(|f| std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display())))
                     .transpose()?
                     .map(|s| s.trim().to_owned()),
-                scopes: self.oidc_upstream_scopes.iter().filter(|s| !s.is_empty() && *s != "openid").cloned().collect(),
+                scopes: match (self.oidc_upstream_scopes.is_empty(), self.oidc_upstream_kind.as_str()) {
+                    (true, "github") => vec!["read:user".into(), "user:email".into(), "read:org".into()],
+                    (true, _) => vec!["email".into(), "profile".into(), "groups".into()],
+                    (false, _) => {
+                        self.oidc_upstream_scopes.iter().filter(|s| !s.is_empty() && *s != "openid").cloned().collect()
+                    }
+                },
                 ca_pem: self
                     .oidc_upstream_ca
                     .as_ref()

@@ -141,7 +141,10 @@ async fn authorize(State(st): State<Arc<FlowState>>, Query(q): Query<HashMap<Str
     let state = tokens::random_token(24);
     let verifier = tokens::random_token(48);
     let nonce = tokens::random_token(24);
-    let mut scopes = vec!["openid".to_owned()];
+    let mut scopes = match up.cfg.kind {
+        super::upstream::UpstreamKind::Oidc => vec!["openid".to_owned()],
+        super::upstream::UpstreamKind::GitHub { .. } => Vec::new(),
+    };
     scopes.extend(up.cfg.scopes.iter().cloned());
     let target = with_params(
         &discovery.authorization_endpoint,

@@ -26,7 +26,7 @@ pub use flow::{router as flow_router, FlowState};
 pub use keys::SigningKey;
 pub use role::Role;
 pub use tokens::{AccessClaims, TokenError};
-pub use upstream::{RoleRule, UpstreamConfig};
+pub use upstream::{RoleRule, UpstreamConfig, UpstreamKind};
 
 /// Audience of the access tokens this provider issues.
 pub const API_AUDIENCE: &str = "riptides-api";

@@ -1,6 +1,10 @@
-//! The upstream OIDC issuer sign-in is federated to (generic OIDC): discovery, the token
-//! request of the authorization code flow, ID token verification against its JWKS, and the
-//! mapping of its claims to a [`Role`].
+//! The upstream identity provider sign-in is federated to, and the mapping of what it says
+//! about the operator to a [`Role`]:
+//! - generic OIDC: discovery, the token request of the authorization code flow, ID token
+//!   verification against its JWKS (issuer, audience, expiry, nonce);
+//! - GitHub's OAuth flow (not OIDC: no ID token): the code is exchanged for an access token
+//!   with which the operator's account, verified primary email and organizations are read from
+//!   the API; they become the claims `login`, `email`, `org` (a list) for the role rules.
 //!
 //! The HTTP client is a plain hyper HTTP/1.1 client: `https` with rustls on aws-lc-rs,
 //! trusting the configured CA bundle (or the system bundle file), and `http` only for
@@ -49,8 +53,19 @@ impl RoleRule {
     }
 }
 
+/// Which protocol the upstream speaks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum UpstreamKind {
+    #[default]
+    Oidc,
+    /// GitHub OAuth: `issuer` is the web URL (`https://github.com`), `api_url` the REST API
+    /// (`https://api.github.com`; GitHub Enterprise: `https://<host>/api/v3`).
+    GitHub { api_url: String },
+}
+
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
+    pub kind: UpstreamKind,
     /// The upstream issuer URL (its discovery document is `<issuer>/.well-known/openid-configuration`).
     pub issuer: String,
     pub client_id: String,
@@ -151,6 +166,18 @@ impl Upstream {
         Ok(Upstream { cfg, tls, cache: Mutex::new(None) })
     }
 
+    pub async fn discovery(&self) -> anyhow::Result<Discovery> {
+        if let UpstreamKind::GitHub { .. } = &self.cfg.kind {
+            let web = self.cfg.issuer.trim_end_matches('/');
+            return Ok(Discovery {
+                authorization_endpoint: format!("{web}/login/oauth/authorize"),
+                token_endpoint: format!("{web}/login/oauth/access_token"),
+                jwks_uri: String::new(),
+            });
+        }
+        Ok(self.cached(false).await?.0)
+    }
+
     async fn cached(&self, force: bool) -> anyhow::Result<(Discovery, jose::Jwks)> {
         if !force {
             if let Some(c) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
@@ -160,7 +187,7 @@ impl Upstream {
             }
         }
         let url = format!("{}/.well-known/openid-configuration", self.cfg.issuer.trim_end_matches('/'));
-        let doc: Value = serde_json::from_slice(&self.request("GET", &url, None).await?)
+        let doc: Value = serde_json::from_slice(&self.request("GET", &url, None, None).await?)
             .with_context(|| format!("{url} is not JSON"))?;
         if doc["issuer"].as_str().map(|s| s.trim_end_matches('/')) != Some(self.cfg.issuer.trim_end_matches('/')) {
             bail!("the discovery document at {url} names another issuer ({})", doc["issuer"]);
@@ -171,16 +198,12 @@ impl Upstream {
             token_endpoint: field("token_endpoint")?,
             jwks_uri: field("jwks_uri")?,
         };
-        let jwks_text = self.request("GET", &discovery.jwks_uri, None).await?;
+        let jwks_text = self.request("GET", &discovery.jwks_uri, None, None).await?;
         let jwks =
             jose::Jwks::parse(&String::from_utf8_lossy(&jwks_text)).map_err(|e| anyhow!("upstream JWKS: {e}"))?;
         *self.cache.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(Cached { discovery: discovery.clone(), jwks: jwks.clone(), at: Instant::now() });
         Ok((discovery, jwks))
-    }
-
-    pub async fn discovery(&self) -> anyhow::Result<Discovery> {
-        Ok(self.cached(false).await?.0)
     }
 
     /// Exchanges the upstream code and verifies the ID token (issuer, audience, expiry, nonce).
@@ -191,7 +214,7 @@ impl Upstream {
         verifier: &str,
         nonce: &str,
     ) -> anyhow::Result<UpstreamIdentity> {
-        let (d, _) = self.cached(false).await?;
+        let d = self.discovery().await?;
         let mut form = form_urlencoded(&[
             ("grant_type", "authorization_code"),
             ("code", code),
@@ -203,13 +226,18 @@ impl Upstream {
             form.push('&');
             form.push_str(&form_urlencoded(&[("client_secret", s)]));
         }
-        let body = self.request("POST", &d.token_endpoint, Some(form)).await?;
+        let body = self.request("POST", &d.token_endpoint, Some(form), None).await?;
         let resp: Value = serde_json::from_slice(&body).context("the upstream token response is not JSON")?;
         if let Some(e) = resp["error"].as_str() {
             bail!(
                 "the upstream issuer refused the code: {e} {}",
                 resp["error_description"].as_str().unwrap_or_default()
             );
+        }
+        if let UpstreamKind::GitHub { api_url } = &self.cfg.kind {
+            let token =
+                resp["access_token"].as_str().ok_or_else(|| anyhow!("GitHub's token response has no access_token"))?;
+            return self.github_identity(api_url.trim_end_matches('/'), token).await;
         }
         let id_token =
             resp["id_token"].as_str().ok_or_else(|| anyhow!("the upstream token response has no id_token"))?;
@@ -241,13 +269,58 @@ impl Upstream {
         })
     }
 
-    async fn request(&self, method: &str, url: &str, form: Option<String>) -> anyhow::Result<Bytes> {
-        tokio::time::timeout(HTTP_TIMEOUT, self.request_inner(method, url, form))
+    /// The GitHub account behind `token`: id, login, verified primary email, organizations.
+    async fn github_identity(&self, api: &str, token: &str) -> anyhow::Result<UpstreamIdentity> {
+        let get = |path: &str| {
+            let url = format!("{api}{path}");
+            async move {
+                let body = self.request("GET", &url, None, Some(token)).await?;
+                serde_json::from_slice::<Value>(&body).with_context(|| format!("{url} is not JSON"))
+            }
+        };
+        let user = get("/user").await?;
+        let id = user["id"].as_u64().ok_or_else(|| anyhow!("GitHub's /user has no id"))?;
+        let emails = get("/user/emails").await?;
+        let email = emails.as_array().into_iter().flatten().find(|e| e["primary"] == true && e["verified"] == true);
+        let orgs: Vec<Value> = get("/user/orgs")
+            .await?
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o["login"].as_str().map(|l| Value::String(l.to_owned())))
+            .collect();
+        let mut claims = serde_json::Map::new();
+        claims.insert("login".into(), user["login"].clone());
+        if let Some(e) = email.and_then(|e| e["email"].as_str()) {
+            claims.insert("email".into(), Value::String(e.to_owned()));
+        }
+        claims.insert("org".into(), Value::Array(orgs));
+        Ok(UpstreamIdentity {
+            subject: format!("github#{id}"),
+            email: claims.get("email").and_then(Value::as_str).map(str::to_owned),
+            role: map_role(&self.cfg, &claims),
+        })
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        url: &str,
+        form: Option<String>,
+        bearer: Option<&str>,
+    ) -> anyhow::Result<Bytes> {
+        tokio::time::timeout(HTTP_TIMEOUT, self.request_inner(method, url, form, bearer))
             .await
             .map_err(|_| anyhow!("{method} {url} timed out"))?
     }
 
-    async fn request_inner(&self, method: &str, url: &str, form: Option<String>) -> anyhow::Result<Bytes> {
+    async fn request_inner(
+        &self,
+        method: &str,
+        url: &str,
+        form: Option<String>,
+        bearer: Option<&str>,
+    ) -> anyhow::Result<Bytes> {
         let (https, host, port, path) = split_url(url).map(|(s, h, p, path)| (s == "https", h, p, path))?;
         if https != self.tls.is_some() {
             bail!("{url}: the upstream issuer's endpoints must use the issuer's scheme");
@@ -256,7 +329,10 @@ impl Upstream {
             .await
             .with_context(|| format!("connecting to {host}:{port}"))?;
         let mut req = Request::builder().method(method).uri(path).header("host", format!("{host}:{port}"));
-        req = req.header("accept", "application/json");
+        req = req.header("accept", "application/json").header("user-agent", "riptides-controlplane");
+        if let Some(t) = bearer {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
         let body = match form {
             Some(f) => {
                 req = req.header("content-type", "application/x-www-form-urlencoded");
@@ -325,6 +401,7 @@ mod tests {
     #[test]
     fn role_mapping_takes_the_highest_match() {
         let cfg = UpstreamConfig {
+            kind: UpstreamKind::Oidc,
             issuer: "http://127.0.0.1:1".into(),
             client_id: "c".into(),
             client_secret: None,
