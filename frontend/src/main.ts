@@ -3,6 +3,7 @@
 import { ApiError, gql } from "./api";
 import { completeSignIn, session, signIn, signOut } from "./auth";
 import { connectionGraph } from "./graph";
+import { startLive, stopLive } from "./live";
 
 type Child = Node | string | null | undefined | false;
 
@@ -43,6 +44,19 @@ function showError(e: unknown): HTMLElement {
 
 let me: { subject: string; role: string; canEdit: boolean; canAdmin: boolean } | null = null;
 let refreshTimer: number | undefined;
+let liveTimer: number | undefined;
+let live = false;
+/** The store revision read before the current page's data. */
+let pageRevision = "0";
+
+/** A stored object changed: re-render the page, unless the operator is editing a change. */
+function onChange(): void {
+  window.clearTimeout(liveTimer);
+  liveTimer = window.setTimeout(() => {
+    const editing = document.activeElement instanceof HTMLTextAreaElement;
+    if (!editing) route();
+  }, 300);
+}
 
 const PAGES: Record<string, { title: string; render: () => Promise<HTMLElement> }> = {
   "": { title: "Overview", render: overview },
@@ -257,7 +271,8 @@ function header(active: string): HTMLElement {
     ...Object.entries(PAGES).map(([k, p]) => h("a", { href: `#/${k}`, class: k === active ? "active" : "" }, p.title)),
   );
   const who = me
-    ? h("span", { class: "who", title: me.subject }, `${me.subject.replace(/^.*#/, "")} (${me.role}) `, button("Sign out", async () => {
+    ? h("span", { class: "who", title: me.subject }, live ? h("span", { class: "live", title: "changes appear as they happen" }, "● live ") : null, `${me.subject.replace(/^.*#/, "")} (${me.role}) `, button("Sign out", async () => {
+        stopLive();
         await signOut();
         me = null;
         route();
@@ -287,7 +302,15 @@ async function route(): Promise<void> {
   const page = PAGES[key] ?? PAGES[""];
   let body: HTMLElement;
   try {
-    if (!me) me = (await gql(`{ me { subject role canEdit canAdmin } }`)).me;
+    const first = await gql(`{ revision me { subject role canEdit canAdmin } }`);
+    pageRevision = first.revision;
+    me = first.me;
+    startLive(async () => pageRevision, onChange, (on) => {
+      if (on !== live) {
+        live = on;
+        document.querySelector("header")?.replaceWith(header(location.hash.replace(/^#\/?/, "").split("/")[0]));
+      }
+    });
     body = await page.render();
   } catch (e) {
     if (e instanceof ApiError && e.code === "UNAUTHENTICATED") {

@@ -269,6 +269,14 @@ async function main() {
     await shot("08-connections");
     await page.getByRole("link", { name: "Services" }).click();
     await see("tier=backend");
+    // Live: a Service another operator adds appears without a reload (GraphQL subscription
+    // over WebSocket through riptides-frontend).
+    await see("● live");
+    await adminRequest(kc, "POST", `${ns}/services`, {
+      apiVersion: "core.riptides.io/v1alpha1", kind: "Service", metadata: { name: "payments" },
+      spec: { labels: { tier: "payments" }, addresses: [{ address: "10.0.0.9", port: 443 }] },
+    });
+    await see("tier=payments");
     await shot("09-services");
   });
   await step("sign-out ends the session", async () => {

@@ -107,7 +107,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let app = Router::new()
-            .route("/graphql", axum::routing::post(forward))
+            .route("/graphql", axum::routing::post(forward).get(subscribe))
             .route("/.well-known/openid-configuration", axum::routing::get(forward))
             .route("/oidc/{*rest}", axum::routing::any(forward))
             .fallback(axum::routing::get(static_file))
@@ -185,6 +185,75 @@ async fn forward_inner(p: &Proxy, req: Request) -> anyhow::Result<Response> {
         }
     }
     Ok(r.body(Body::from(bytes))?)
+}
+
+/// `GET /graphql` with a WebSocket upgrade: a second WebSocket to the control plane, and the
+/// messages of both passed through (the access token travels in `connection_init`).
+async fn subscribe(
+    State(p): State<Arc<Proxy>>,
+    headers: axum::http::HeaderMap,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    use axum::extract::ws::Message as A;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message as T;
+
+    let protocol = headers
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| l.split(',').map(str::trim).find(|p| *p == "graphql-transport-ws" || *p == "graphql-ws"))
+        .unwrap_or("graphql-transport-ws")
+        .to_owned();
+    let upstream = async {
+        let tcp = tokio::net::TcpStream::connect((p.host.trim_matches(['[', ']']), p.port)).await?;
+        let tls = p.tls.connect(p.server_name.clone(), tcp).await?;
+        let mut req = format!("wss://{}:{}/graphql", p.host, p.port).into_client_request()?;
+        req.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_str(&protocol)?);
+        let (ws, _) = tokio_tungstenite::client_async(req, tls).await?;
+        anyhow::Ok(ws)
+    };
+    let upstream = match tokio::time::timeout(UPSTREAM_TIMEOUT, upstream).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => return error(StatusCode::BAD_GATEWAY, format!("the control plane cannot be reached: {e:#}")),
+        Err(_) => return error(StatusCode::GATEWAY_TIMEOUT, "the control plane did not answer in time".into()),
+    };
+    ws.protocols([protocol]).on_upgrade(move |browser| async move {
+        let (mut up_tx, mut up_rx) = upstream.split();
+        let (mut br_tx, mut br_rx) = browser.split();
+        let to_cp = async {
+            while let Some(Ok(m)) = br_rx.next().await {
+                let m = match m {
+                    A::Text(t) => T::Text(t.as_str().into()),
+                    A::Binary(b) => T::Binary(b),
+                    A::Close(_) => break,
+                    _ => continue,
+                };
+                if up_tx.send(m).await.is_err() {
+                    break;
+                }
+            }
+            let _ = up_tx.close().await;
+        };
+        let to_browser = async {
+            while let Some(Ok(m)) = up_rx.next().await {
+                let m = match m {
+                    T::Text(t) => A::Text(t.as_str().into()),
+                    T::Binary(b) => A::Binary(b),
+                    T::Close(_) => break,
+                    _ => continue,
+                };
+                if br_tx.send(m).await.is_err() {
+                    break;
+                }
+            }
+            let _ = br_tx.close().await;
+        };
+        tokio::select! {
+            _ = to_cp => {}
+            _ = to_browser => {}
+        }
+    })
 }
 
 fn content_type(path: &Path) -> &'static str {

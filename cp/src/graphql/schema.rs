@@ -155,6 +155,13 @@ impl QueryRoot {
         })
     }
 
+    /// The store's current revision: subscribe to `resourceChanges` from it after reading, and
+    /// no change after the read is missed.
+    async fn revision(&self, ctx: &Context<'_>) -> Result<String> {
+        let rev = state(ctx).store.current_revision().await.map_err(|e| internal(e.to_string()))?;
+        Ok(rev.to_string())
+    }
+
     async fn overview(&self, ctx: &Context<'_>) -> Result<Overview> {
         let st = state(ctx);
         let daemons = convert(list(st, "daemons", None).await?, Daemon::from_value)?;
