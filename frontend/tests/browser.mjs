@@ -154,7 +154,15 @@ async function launch() {
   const caFile = path.join(data, "cp-ca.pem");
   fs.writeFileSync(caFile, kc.ca);
   await start("riptides-frontend", ["--listen", `127.0.0.1:${uiPort}`, "--cp-url", apiUrl, "--cp-ca", caFile, "--assets", path.join(root, "dist")], /riptides-frontend: http/);
-  return { ui, kc, close: () => idp.server.close() };
+  return {
+    ui,
+    kc,
+    close: () => {
+      idp.server.close();
+      for (const c of children) c.kill("SIGTERM");
+      fs.rmSync(data, { recursive: true, force: true });
+    },
+  };
 }
 
 function readKubeconfig(file) {
