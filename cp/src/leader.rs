@@ -144,9 +144,12 @@ async fn campaign(client: EtcdClient, config: ElectionConfig, tx: watch::Sender<
             last_renewed = Instant::now();
             try_acquire(&client, &config, id).await
         };
+        // A step never takes longer than a renewal period, so stepping down is never late.
         let outcome = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = step => r,
+            r = tokio::time::timeout(period, step) => r.unwrap_or_else(|_| {
+                Err(EtcdError::Unknown { endpoint: String::new(), path: "election".into(), reason: "timed out".into() })
+            }),
         };
         match outcome {
             Ok(leading) => {

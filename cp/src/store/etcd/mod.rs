@@ -228,6 +228,8 @@ struct WatchTask {
     /// Highest revision delivered (or known to hold nothing for this watch).
     seen: Revision,
     endpoint: usize,
+    /// Applied on top of the key range (a namespace without a resource is not one range).
+    filter: WatchFilter,
     tx: mpsc::Sender<Result<WatchEvent, StoreError>>,
 }
 
@@ -285,6 +287,9 @@ impl WatchTask {
                     continue;
                 }
                 self.seen = event.revision();
+                if !self.filter.matches(event.key()) {
+                    continue;
+                }
                 if self.tx.send(Ok(event)).await.is_err() {
                     return;
                 }
@@ -461,7 +466,7 @@ impl Store for EtcdStore {
         after: Revision,
     ) -> Result<WatchStream, StoreError> {
         // Validates the filters exactly as the embedded store does.
-        WatchFilter::new(resource, namespace)?;
+        let filter = WatchFilter::new(resource, namespace)?;
         let (start, end) = self.range_of(resource, if resource.is_some() { namespace } else { None });
         let from = after + 1;
         // etcd accepts a watch from a compacted revision and cancels it a moment later, so
@@ -495,7 +500,16 @@ impl Store for EtcdStore {
         }
         let (tx, mut rx) = mpsc::channel(self.opts.watch_buffer.max(1));
         let task =
-            WatchTask { client: self.client.clone(), store: self.clone(), start, end, seen: after, endpoint: idx, tx };
+            WatchTask {
+            client: self.client.clone(),
+            store: self.clone(),
+            start,
+            end,
+            seen: after,
+            endpoint: idx,
+            filter,
+            tx,
+        };
         tokio::spawn(task.run(lines));
         tracing::debug!(after, ?resource, ?namespace, "etcd watch started");
         Ok(WatchStream::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))))
