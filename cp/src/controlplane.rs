@@ -38,9 +38,9 @@ use crate::ca::{Ca, CaConfig, SharedCa};
 use crate::config::{Config, StoreBackend};
 use crate::endpoint::{self, EndpointContext, LinkTls};
 use crate::health::{self, HealthState};
+use crate::leader::{ElectionConfig, Leadership};
 use crate::metrics::Metrics;
 use crate::policy::PolicyCompiler;
-use crate::leader::{ElectionConfig, Leadership};
 use crate::store::{EtcdOptions, EtcdStore, ObjectKey, RedbOptions, RedbStore, Store};
 use crate::task::task;
 
@@ -77,7 +77,10 @@ impl ControlPlane {
         let (store, leadership): (Arc<dyn Store>, Leadership) = match &config.store {
             StoreBackend::Redb => {
                 let store = tokio::task::spawn_blocking(move || {
-                    RedbStore::open_with(&store_path, RedbOptions { history_revisions: history, ..RedbOptions::default() })
+                    RedbStore::open_with(
+                        &store_path,
+                        RedbOptions { history_revisions: history, ..RedbOptions::default() },
+                    )
                 })
                 .await?
                 .with_context(|| format!("opening store {}", config.store_path().display()))?;

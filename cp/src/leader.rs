@@ -81,7 +81,8 @@ fn b64(s: &[u8]) -> String {
 }
 
 async fn grant(client: &EtcdClient, ttl: Duration) -> Result<i64, EtcdError> {
-    let resp: LeaseGrantResponse = client.write("/v3/lease/grant", &json!({"TTL": ttl.as_secs().max(1).to_string()})).await?;
+    let resp: LeaseGrantResponse =
+        client.write("/v3/lease/grant", &json!({"TTL": ttl.as_secs().max(1).to_string()})).await?;
     if resp.id == 0 || !resp.error.is_empty() {
         return Err(EtcdError::Status { path: "/v3/lease/grant".into(), code: -1, message: resp.error });
     }
@@ -90,7 +91,8 @@ async fn grant(client: &EtcdClient, ttl: Duration) -> Result<i64, EtcdError> {
 
 /// Renews the lease once; `Ok(false)` if etcd says it has expired.
 async fn keep_alive(client: &EtcdClient, lease: i64) -> Result<bool, EtcdError> {
-    let (_, mut lines) = client.stream("/v3/lease/keepalive", &json!({"ID": lease.to_string()}), client.preferred()).await?;
+    let (_, mut lines) =
+        client.stream("/v3/lease/keepalive", &json!({"ID": lease.to_string()}), client.preferred()).await?;
     let msg: Option<crate::store::etcd::StreamResult<LeaseKeepAliveResponse>> = lines.next().await?;
     match msg.and_then(|m| m.result) {
         Some(r) => Ok(r.ttl > 0),

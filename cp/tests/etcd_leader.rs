@@ -21,8 +21,7 @@ fn candidate(client: &EtcdClient, name: &str, ttl: Duration) -> (Leadership, Can
 /// and returns its index.
 async fn single_leader(cands: &[(Leadership, CancellationToken)], skip: &[usize]) -> usize {
     for _ in 0..400 {
-        let leaders: Vec<usize> =
-            (0..cands.len()).filter(|i| !skip.contains(i) && cands[*i].0.is_leader()).collect();
+        let leaders: Vec<usize> = (0..cands.len()).filter(|i| !skip.contains(i) && cands[*i].0.is_leader()).collect();
         if leaders.len() == 1 {
             return leaders[0];
         }

@@ -11,20 +11,18 @@ use riptides_cp::store::{ObjectKey, RedbStore, Store};
 
 const SVC: &str = "core.riptides.io/services";
 
-fn fill(store: &RedbStore) -> impl std::future::Future<Output = Vec<ObjectKey>> + '_ {
-    async move {
-        let mut keys = Vec::new();
-        for i in 0..25 {
-            let k = ObjectKey::new(SVC, if i % 2 == 0 { "a" } else { "b" }, format!("s{i}"));
-            store.create(&k, format!("{{\"i\":{i}}}").into_bytes()).await.unwrap();
-            keys.push(k);
-        }
-        let wi = ObjectKey::new("core.riptides.io/workloadidentities", "a", "web");
-        store.create(&wi, b"{}".to_vec()).await.unwrap();
-        store.update(&wi, b"{\"v\":2}".to_vec(), None).await.unwrap();
-        keys.push(wi);
-        keys
+async fn fill(store: &RedbStore) -> Vec<ObjectKey> {
+    let mut keys = Vec::new();
+    for i in 0..25 {
+        let k = ObjectKey::new(SVC, if i % 2 == 0 { "a" } else { "b" }, format!("s{i}"));
+        store.create(&k, format!("{{\"i\":{i}}}").into_bytes()).await.unwrap();
+        keys.push(k);
     }
+    let wi = ObjectKey::new("core.riptides.io/workloadidentities", "a", "web");
+    store.create(&wi, b"{}".to_vec()).await.unwrap();
+    store.update(&wi, b"{\"v\":2}".to_vec(), None).await.unwrap();
+    keys.push(wi);
+    keys
 }
 
 #[tokio::test]

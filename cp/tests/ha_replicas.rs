@@ -88,7 +88,10 @@ async fn three_replicas_on_three_etcd_members() {
     );
     let wins = [ra.is_ok(), rb.is_ok()].iter().filter(|w| **w).count();
     assert_eq!(wins, 1, "exactly one update wins: {ra:?} / {rb:?}");
-    let loser = if ra.is_ok() { rb.unwrap_err() } else { ra.unwrap_err() };
+    let loser = match (ra, rb) {
+        (Ok(_), Err(e)) | (Err(e), Ok(_)) => e,
+        _ => unreachable!("checked above"),
+    };
     assert!(loser.is_conflict(), "the other gets 409: {loser}");
 
     // Exactly one leader; kill -9 it and another replica takes over once its lease expires.

@@ -88,7 +88,11 @@ pub async fn dial_quic_at(
 }
 
 /// Dials TCP+TLS (yamux) to one endpoint's fallback address.
-pub async fn dial_tcp_at(cfg: &DaemonConfig, tls: Arc<rustls::ClientConfig>, tunnel: &str) -> Result<Arc<dyn Connection>> {
+pub async fn dial_tcp_at(
+    cfg: &DaemonConfig,
+    tls: Arc<rustls::ClientConfig>,
+    tunnel: &str,
+) -> Result<Arc<dyn Connection>> {
     let addr = resolve(tunnel).await?;
     let tc = TransportConfig { handshake_timeout: cfg.tcp_connect_timeout, ..TransportConfig::default() };
     connect_tcp_tls(addr, tls, "controlplane", &tc).await.with_context(|| format!("TCP+TLS to {addr}"))

@@ -129,9 +129,12 @@ async fn daemon_fails_over_between_replicas_and_resumes_its_policy() {
     let mut replicas = vec![Replica::spawn(&dir.path().join("r0"), &etcd, addrs[0].0, addrs[0].1)];
     let secret = format!("{:016x}{:016x}", rand_u64(), rand_u64());
     let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(600);
-    put(&store, json!({"apiVersion": "auth.riptides.io/v1alpha1", "kind": "JoinToken", "metadata": {"name": "tok"},
+    put(
+        &store,
+        json!({"apiVersion": "auth.riptides.io/v1alpha1", "kind": "JoinToken", "metadata": {"name": "tok"},
         "spec": {"tokenHash": riptides_cp::attest::hash_secret(&secret), "daemonID": "node-1",
-                 "expiresAt": expires.format(&time::format_description::well_known::Rfc3339).unwrap()}}))
+                 "expiresAt": expires.format(&time::format_description::well_known::Rfc3339).unwrap()}}),
+    )
     .await;
     put(&store, workload_identity("web", "web", "node-1")).await;
 

@@ -90,7 +90,8 @@ impl SealKey {
         if bytes.len() == 32 {
             return Self::from_bytes(&bytes);
         }
-        let text = std::str::from_utf8(&bytes).map_err(|_| SealError::Key(format!("{} is neither 32 raw bytes nor text", path.display())))?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| SealError::Key(format!("{} is neither 32 raw bytes nor text", path.display())))?;
         Self::parse(text)
     }
 
@@ -157,8 +158,16 @@ impl Ca {
         let manifest = self.store.read(MANIFEST_FILE)?;
         let mut files = Vec::new();
         for rec in &super::read(&self.state).manifest.generations {
-            files.push(CaFile { name: rec.cert_file.clone(), secret: false, data: B64.encode(self.store.read(&rec.cert_file)?) });
-            files.push(CaFile { name: rec.key_file.clone(), secret: true, data: B64.encode(self.store.read(&rec.key_file)?) });
+            files.push(CaFile {
+                name: rec.cert_file.clone(),
+                secret: false,
+                data: B64.encode(self.store.read(&rec.cert_file)?),
+            });
+            files.push(CaFile {
+                name: rec.key_file.clone(),
+                secret: true,
+                data: B64.encode(self.store.read(&rec.key_file)?),
+            });
         }
         Ok(CaFiles { manifest: B64.encode(manifest), files })
     }

@@ -43,7 +43,11 @@ pub fn all_resources() -> Vec<String> {
 
 /// Copies `resources` from `from` into `to` and verifies the target holds exactly the
 /// source's objects with equal values.
-pub async fn migrate(from: &dyn Store, to: &dyn Store, resources: &[String]) -> Result<MigrationReport, MigrationError> {
+pub async fn migrate(
+    from: &dyn Store,
+    to: &dyn Store,
+    resources: &[String],
+) -> Result<MigrationReport, MigrationError> {
     let mut report = MigrationReport::default();
     for resource in resources {
         let (objects, _) = from.list(resource, None).await?;

@@ -499,8 +499,7 @@ impl Store for EtcdStore {
                 .unwrap_or(StoreError::Gone { requested: after, compacted: after + 1 }));
         }
         let (tx, mut rx) = mpsc::channel(self.opts.watch_buffer.max(1));
-        let task =
-            WatchTask {
+        let task = WatchTask {
             client: self.client.clone(),
             store: self.clone(),
             start,
