@@ -228,7 +228,8 @@ mod tests {
         keep_write_only(&mut update, &stored);
         assert_eq!(update["spec"]["secretValue"], "new");
         // kubectl apply's copy of the object is scrubbed too.
-        let applied = json!({"kind": "CredentialSource", "spec": {"type": "static", "secretValue": "s3cret"}}).to_string();
+        let applied =
+            json!({"kind": "CredentialSource", "spec": {"type": "static", "secretValue": "s3cret"}}).to_string();
         let mut with_annotation = stored.clone();
         with_annotation["metadata"]["annotations"] = json!({ LAST_APPLIED: applied, "keep": "me" });
         remove_write_only(&mut with_annotation);

@@ -31,18 +31,21 @@ pub fn add_secs(base: u64, d: Duration) -> u64 {
     base.saturating_add(d.as_secs()).min(MAX_UNIX)
 }
 
-/// A positive serial number with 127 random bits (RFC 5280 allows 20 octets; CA/B Forum
+/// A positive serial number with about 127 random bits (RFC 5280 allows 20 octets; CA/B Forum
 /// asks for at least 64 random bits). The top bit is cleared so the DER INTEGER is positive
-/// without a padding byte, and a zero serial (not allowed) is never returned.
+/// without a padding byte, and the first byte is never zero, so the DER encoding keeps all
+/// 16 bytes (and a zero serial, not allowed, cannot occur).
 pub fn random_serial() -> Result<Vec<u8>, rcgen::Error> {
-    loop {
-        let mut b = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut b).map_err(|_| rcgen::Error::RingUnspecified)?;
-        b[0] &= 0x7f;
-        if b.iter().any(|&x| x != 0) {
-            return Ok(b.to_vec());
-        }
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| rcgen::Error::RingUnspecified)?;
+    // Positive (high bit clear) and minimal in DER (first byte non-zero): a leading zero byte
+    // would be dropped by the encoder, and the serial recorded for the SVID would then differ
+    // from the one in the certificate.
+    b[0] &= 0x7f;
+    if b[0] == 0 {
+        b[0] = 1;
     }
+    Ok(b.to_vec())
 }
 
 /// PEM with 64-column lines, the layout every PEM reader accepts.
