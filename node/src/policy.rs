@@ -39,8 +39,12 @@ impl PolicyState {
                 Ok(Applied::Snapshot)
             }
             PolicyUpdate::Delta { revision, upserts, removals } => {
+                // A delta at the revision already held is a re-send of state at that revision
+                // (a control plane resuming the stream re-checks the trust bundle at the
+                // resume revision): applying it again is idempotent. Only an older one is out
+                // of order.
                 match self.revision {
-                    Some(have) if revision > have => {}
+                    Some(have) if revision >= have => {}
                     have => return Err(ApplyError::OutOfOrder { have, got: revision }),
                 }
                 let mut doc = self.document.clone();
@@ -153,9 +157,11 @@ mod tests {
         assert_eq!(wanted[0].spiffe_id, "spiffe://example.com/a");
         assert_eq!(wanted[1].spiffe_id, "spiffe://example.com/ns/b");
         assert_eq!(wanted[1].ttl, Some(Duration::from_secs(600)));
-        // Stale delta refused, state unchanged.
+        // Stale delta refused, state unchanged; a re-send at the held revision is idempotent.
         let before = s.clone();
-        assert!(s.apply(PolicyUpdate::Delta { revision: 7, upserts: vec![], removals: vec![] }).is_err());
+        assert!(s.apply(PolicyUpdate::Delta { revision: 6, upserts: vec![], removals: vec![] }).is_err());
+        assert_eq!(s, before);
+        s.apply(PolicyUpdate::Delta { revision: 7, upserts: vec![], removals: vec![] }).unwrap();
         assert_eq!(s, before);
         // Removal.
         let rm = PolicyKey { kind: PolicyKind::WorkloadIdentity, namespace: "default".into(), name: "a".into() };
