@@ -292,8 +292,7 @@ fn node_gatekeeper_chart() {
     assert_eq!(pods["failurePolicy"], Value::from("Fail"), "protected pods fail closed");
     assert_eq!(pods["objectSelector"]["matchLabels"]["riptides.io/protected"], Value::from("true"));
     assert_eq!(pods["clientConfig"]["service"]["path"], Value::from("/validate"));
-    let bindings =
-        hooks.iter().find(|h| h["rules"][0]["resources"][0] == "pods/binding").expect("binding webhook");
+    let bindings = hooks.iter().find(|h| h["rules"][0]["resources"][0] == "pods/binding").expect("binding webhook");
     assert_eq!(bindings["failurePolicy"], Value::from("Ignore"));
     let role = object(&c, "ClusterRole");
     let rules = serde_yaml_ng::to_string(&role["rules"]).unwrap();
