@@ -75,6 +75,19 @@ impl CpProcess {
     /// Starts the binary and waits (up to 120 s) for its `CA pin sha256:...` line. Its stderr
     /// goes on to `log` (a thread drains it, so the child never blocks on a full pipe).
     pub fn spawn(bin: &Path, data_dir: &Path, ports: &Ports, log: &Path, rust_log: &str) -> anyhow::Result<Self> {
+        Self::spawn_with(bin, data_dir, ports, log, rust_log, &[], &[])
+    }
+
+    /// [`CpProcess::spawn`] with extra flags and environment (the etcd-backed replicas).
+    pub fn spawn_with(
+        bin: &Path,
+        data_dir: &Path,
+        ports: &Ports,
+        log: &Path,
+        rust_log: &str,
+        extra_args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let spawned = Instant::now();
         let mut child = Command::new(bin)
             .arg("--data-dir")
@@ -88,6 +101,8 @@ impl CpProcess {
             .arg(ports.tunnel.to_string())
             .arg("--health-addr")
             .arg(ports.health.to_string())
+            .args(extra_args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

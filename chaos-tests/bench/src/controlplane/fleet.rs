@@ -49,7 +49,9 @@ pub enum Event {
 /// Everything a daemon task needs, shared by the fleet.
 pub struct FleetCtx {
     pub clients: Vec<QuicClient>,
-    pub server: SocketAddr,
+    /// Every control-plane replica's QUIC address; daemon `idx` uses `servers[idx % len]`
+    /// (one entry unless built with [`Fleet::with_servers`]).
+    pub servers: Vec<SocketAddr>,
     pub pin_tls: Arc<rustls::ClientConfig>,
     pub cp_id: ExpectedId,
     pub events: mpsc::UnboundedSender<Event>,
@@ -60,6 +62,11 @@ pub struct FleetCtx {
 impl FleetCtx {
     fn count(&self, kind: String) {
         *self.retried.lock().expect("not poisoned").entry(kind).or_default() += 1;
+    }
+
+    /// The replica daemon `idx` talks to.
+    pub fn server_for(&self, idx: usize) -> SocketAddr {
+        self.servers[idx % self.servers.len()]
     }
 
     pub fn retried_snapshot(&self) -> BTreeMap<String, u64> {
@@ -107,11 +114,22 @@ impl Fleet {
         server: SocketAddr,
         pin: [u8; 32],
     ) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<Event>)> {
+        Self::with_servers(clients, vec![server], pin)
+    }
+
+    /// A fleet spread over several replicas sharing one CA: daemon `idx` uses
+    /// `servers[idx % servers.len()]`.
+    pub fn with_servers(
+        clients: Vec<QuicClient>,
+        servers: Vec<SocketAddr>,
+        pin: [u8; 32],
+    ) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<Event>)> {
+        anyhow::ensure!(!servers.is_empty(), "no control-plane address");
         let (tx, rx) = mpsc::unbounded_channel();
         let cp_id = cp_expected_id();
         let pin_tls = client_config(ServerTrust::Pin(pin), cp_id.clone(), None, &[ALPN])?;
         let ctx =
-            Arc::new(FleetCtx { clients, server, pin_tls, cp_id, events: tx, retried: Mutex::new(BTreeMap::new()) });
+            Arc::new(FleetCtx { clients, servers, pin_tls, cp_id, events: tx, retried: Mutex::new(BTreeMap::new()) });
         Ok((Fleet { ctx, slots: Vec::new(), tasks: Vec::new() }, rx))
     }
 
@@ -185,7 +203,12 @@ enum AttemptError {
     Fatal(String),
 }
 
-async fn attest_once(ctx: &FleetCtx, client: &QuicClient, token: &str) -> Result<Attested, AttemptError> {
+async fn attest_once(
+    ctx: &FleetCtx,
+    server: SocketAddr,
+    client: &QuicClient,
+    token: &str,
+) -> Result<Attested, AttemptError> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| AttemptError::Retry(kind_of("keygen", &e)))?;
     let csr_der = rcgen::CertificateParams::default()
@@ -194,7 +217,7 @@ async fn attest_once(ctx: &FleetCtx, client: &QuicClient, token: &str) -> Result
         .der()
         .to_vec();
     let conn = client
-        .connect(ctx.server, ctx.pin_tls.clone())
+        .connect(server, ctx.pin_tls.clone())
         .await
         .map_err(|e| AttemptError::Retry(transport_kind("bootstrap connect", &e)))?;
     let req = Request::Attest(AttestRequest {
@@ -229,7 +252,7 @@ async fn run_daemon(idx: usize, token: String, slot: Arc<DaemonSlot>, ctx: Arc<F
     let client = ctx.clients[idx % ctx.clients.len()].clone();
     let mut attempt = 0u32;
     let att = loop {
-        match attest_once(&ctx, &client, &token).await {
+        match attest_once(&ctx, ctx.server_for(idx), &client, &token).await {
             Ok(a) => break a,
             Err(AttemptError::Fatal(kind)) => {
                 let _ = ctx.events.send(Event::Failed { kind });
@@ -259,7 +282,7 @@ async fn run_daemon(idx: usize, token: String, slot: Arc<DaemonSlot>, ctx: Arc<F
     let mut link = 0u32;
     let mut last_rev: Option<u64> = None;
     loop {
-        let conn = match client.connect(ctx.server, tls.clone()).await {
+        let conn = match client.connect(ctx.server_for(idx), tls.clone()).await {
             Ok(c) => c,
             Err(e) => {
                 ctx.count(transport_kind("mTLS connect", &e));

@@ -22,6 +22,7 @@
 
 mod cpproc;
 mod fleet;
+mod ha;
 mod prep;
 mod report;
 mod sys;
@@ -85,6 +86,18 @@ pub struct Args {
     /// Keep the work dirs (data dirs and CP logs) and print where they are.
     #[arg(long)]
     pub keep: bool,
+    /// Instead of the sessions above: policy propagation with one replica (redb) beside three
+    /// `--store etcd` replicas on a three-member loopback etcd cluster (daemons spread over the
+    /// replicas, writes through replica 0). Fleet size: the first of `--sizes` (default 300);
+    /// runs: `--small-runs` (default 1).
+    #[arg(long)]
+    pub ha_propagation: bool,
+    /// Sequential applies per setup and run in `--ha-propagation`.
+    #[arg(long, default_value_t = 10)]
+    pub ha_applies: usize,
+    /// The etcd server binary for `--ha-propagation` (Debian: etcd-server).
+    #[arg(long, default_value = "etcd")]
+    pub etcd_bin: String,
 }
 
 impl Args {
@@ -134,6 +147,14 @@ pub fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let bin = cpproc::locate(args.cp_bin.as_deref())?;
     eprintln!("control plane binary: {}", bin.display());
+    if args.ha_propagation {
+        let table = ha::run(&args, &bin).await?;
+        println!("{table}");
+        if let Some(out) = &args.out {
+            std::fs::write(out, &table).with_context(|| format!("writing {}", out.display()))?;
+        }
+        return Ok(());
+    }
     let started = Instant::now();
     let mut sessions = Vec::new();
     for (n, runs) in args.plan() {

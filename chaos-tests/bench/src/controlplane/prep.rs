@@ -30,8 +30,15 @@ fn random_hex(bytes: usize) -> String {
 }
 
 pub async fn prepare(dir: &Path, n: usize) -> anyhow::Result<Prepared> {
+    prepare_with(dir, n, |_| {}).await
+}
+
+/// [`prepare`] with a changed configuration of the setup control plane (another store).
+pub async fn prepare_with(dir: &Path, n: usize, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<Prepared> {
     let t = Instant::now();
-    let cp = ControlPlane::start(Config::for_tests(dir)).await.context("in-process control plane for setup")?;
+    let mut config = Config::for_tests(dir);
+    tweak(&mut config);
+    let cp = ControlPlane::start(config).await.context("in-process control plane for setup")?;
     let api = ApiClient::from_kubeconfig_file(cp.kubeconfig_path())?;
     let verifier = json!({
         "apiVersion": "auth.riptides.io/v1alpha1", "kind": "Verifier",
