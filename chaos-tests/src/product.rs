@@ -72,9 +72,35 @@ pub fn ca_pin_in_log(log: &str) -> Option<String> {
     words.windows(2).find(|w| w[0] == "pin" && w[1].starts_with("sha256:")).map(|w| w[1].to_owned())
 }
 
+/// Removes terminal colour sequences (`ESC [ ... letter`): the binaries' tracing output is
+/// coloured even into a pipe, and log scrapers look for plain `field=value` text.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_sequences_are_removed() {
+        assert_eq!(strip_ansi("\u{1b}[2m2025\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m peer=a"), "2025  INFO peer=a");
+        assert_eq!(strip_ansi("plain \u{1b}x"), "plain \u{1b}x");
+    }
 
     #[test]
     fn pin_is_read_from_the_start_line() {

@@ -14,6 +14,7 @@
 //! process exits). The daemons' nftables tables live inside the node namespaces, so they go
 //! with them. The exit status is 0 only if every expectation held.
 
+use riptides_chaos_tests::product::strip_ansi;
 use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -855,25 +856,6 @@ fn refusal_line(log: &str, hint: &str) -> Option<String> {
     };
     let line = format!("{level} {msg}").trim().to_owned();
     Some(if line.chars().count() > 240 { format!("{}...", line.chars().take(240).collect::<String>()) } else { line })
-}
-
-/// Removes terminal colour sequences (ESC [ ... letter).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Scratch directories of earlier demo runs that were killed (their pid is gone).

@@ -8,6 +8,7 @@
 //! (daemon id, SPIFFE ID), each under its service name. While both run, their `/metrics` are
 //! scraped and must export exactly the metric names the README documents.
 
+use riptides_chaos_tests::product::strip_ansi;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -142,24 +143,6 @@ fn wait_line<R: std::io::Read + Send + 'static>(r: R, want: fn(&str) -> Option<S
         }
     });
     rx.recv_timeout(Duration::from_secs(60)).expect("the expected log line")
-}
-
-/// The fmt layer colours its output even into a pipe.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn http_get(addr: &str, path: &str) -> String {

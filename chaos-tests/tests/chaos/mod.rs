@@ -9,6 +9,7 @@
 //! processes' logs (kept in files that survive restarts).
 #![allow(dead_code)]
 
+pub use riptides_chaos_tests::product::strip_ansi;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -630,23 +631,6 @@ pub fn spread(times: &[Duration]) -> (Duration, Duration, Duration) {
 
 // ---------------------------------------------------------------------------------------------
 // Log timestamps (tracing's RFC 3339 UTC, e.g. `2025-01-02T03:04:05.123456Z`)
-
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars().peekable();
-    while let Some(c) = it.next() {
-        if c == '\u{1b}' {
-            for d in it.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };

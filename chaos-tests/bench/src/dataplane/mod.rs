@@ -10,6 +10,7 @@ pub mod fixture;
 pub mod load;
 pub mod report;
 
+use riptides_chaos_tests::product::strip_ansi;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -408,24 +409,6 @@ pub fn rss_kib(pids: &[u32]) -> f64 {
 
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
-}
-
-/// The daemon logs with ANSI colours; drop the escape sequences before looking for fields.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn metric(text: &str, name: &str) -> f64 {
