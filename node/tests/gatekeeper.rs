@@ -612,7 +612,7 @@ async fn control_plane_outage_refuses_only_what_needs_it() {
     let dir = tempfile::tempdir().unwrap();
     let cert =
         Arc::new(RotatingCert::open(dir.path(), &["gatekeeper.test".to_string()], Duration::from_secs(3600)).unwrap());
-    let listener = webhook::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     let server =

@@ -64,7 +64,8 @@ async fn main() -> anyhow::Result<()> {
         RotatingCert::open(&args.tls_dir, &args.dns_names, riptides_node::gatekeeper::LEAF_TTL)
             .context("webhook certificate")?,
     );
-    let listener = webhook::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     if let (Some(kube), false) = (kube.clone(), args.no_taint_controller) {

@@ -8,7 +8,6 @@
 //! (fail closed), while requests that need nothing (unprotected pods, other kinds) are
 //! allowed without touching it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -196,9 +195,4 @@ async fn fetch_bound_pod(st: &AppState, req: &AdmissionRequest) -> Option<Value>
             None
         }
     }
-}
-
-/// Binds the webhook's listener (separate so callers learn the port before serving).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
