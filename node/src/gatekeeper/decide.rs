@@ -14,9 +14,9 @@
 
 use serde_json::Value;
 
-use super::facts::{normalise_workload_id, Facts, Labels};
+use super::facts::{normalise_workload_id, Facts};
 use super::review::{AdmissionRequest, AdmissionResponse};
-use riptides_wire::resource::core::{CredentialBindingSpec, WorkloadIdentitySpec};
+use riptides_wire::resource::core::{CredentialBindingSpec, Selector, WorkloadIdentitySpec};
 
 /// Pod label that asks for Riptides protection.
 pub const PROTECT_LABEL: &str = "riptides.io/protected";
@@ -166,6 +166,6 @@ fn credential_binding(req: &AdmissionRequest, facts: &Facts) -> Result<(), Strin
     Ok(())
 }
 
-fn selects(selector: &Labels, labels: &Labels) -> bool {
+fn selects(selector: &Selector, labels: &std::collections::BTreeMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }

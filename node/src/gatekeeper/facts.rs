@@ -6,7 +6,6 @@
 //! cached for a short time. When the control plane cannot be read the snapshot is an error,
 //! and every decision that needs it fails closed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -167,16 +166,6 @@ impl FactSource for ControlPlaneFacts {
     }
 }
 
-/// A fixed snapshot (tests, dry runs).
-pub struct StaticFacts(pub Arc<Facts>);
-
-#[async_trait::async_trait]
-impl FactSource for StaticFacts {
-    async fn facts(&self) -> Result<Arc<Facts>, String> {
-        Ok(self.0.clone())
-    }
-}
-
 /// Name, namespace and typed spec of a stored object; objects the control plane should never
 /// have stored (it validates on write) are skipped with a warning rather than failing all.
 fn typed<T: DeserializeOwned>(v: &Value) -> Option<(String, String, T)> {
@@ -191,6 +180,3 @@ fn typed<T: DeserializeOwned>(v: &Value) -> Option<(String, String, T)> {
         }
     }
 }
-
-/// Label maps as the selectors of resources carry them.
-pub type Labels = BTreeMap<String, String>;
