@@ -44,11 +44,8 @@ static void result(int ok, const char *scenario, const char *fmt, ...)
 #define BUFSZ (1 << 20)
 static uint32_t next_seq;
 
-struct msg {
-	size_t len;
-	uint32_t seq;
-	char buf[BUFSZ] __attribute__((aligned(4)));
-};
+#define GENLMSG_BUFSZ BUFSZ
+#include "genlmsg.h"
 
 static struct msg M;		/* request */
 static struct msg SM;		/* GET_STATS requests */
@@ -73,41 +70,6 @@ static void msg_init(struct msg *m, uint16_t type, uint16_t flags, uint8_t cmd, 
 	g->cmd = cmd;
 	g->version = version;
 	m->len = NLMSG_HDRLEN + GENL_HDRLEN;
-}
-
-static void put(struct msg *m, uint16_t type, const void *data, size_t len)
-{
-	struct nlattr *a = (struct nlattr *)(m->buf + m->len);
-
-	if (m->len + NLA_HDRLEN + NLA_ALIGN(len) > BUFSZ) {
-		fprintf(stderr, "nltest: message buffer overflow\n");
-		exit(100);
-	}
-	a->nla_type = type;
-	a->nla_len = NLA_HDRLEN + len;
-	if (len)
-		memcpy((char *)a + NLA_HDRLEN, data, len);
-	memset((char *)a + NLA_HDRLEN + len, 0, NLA_ALIGN(len) - len);
-	m->len += NLA_HDRLEN + NLA_ALIGN(len);
-}
-
-static void put_u8(struct msg *m, uint16_t t, uint8_t v) { put(m, t, &v, 1); }
-static void put_u16(struct msg *m, uint16_t t, uint16_t v) { put(m, t, &v, 2); }
-static void put_u32(struct msg *m, uint16_t t, uint32_t v) { put(m, t, &v, 4); }
-static void put_u64(struct msg *m, uint16_t t, uint64_t v) { put(m, t, &v, 8); }
-static void put_str(struct msg *m, uint16_t t, const char *s) { put(m, t, s, strlen(s) + 1); }
-
-static size_t nest_start(struct msg *m, uint16_t type)
-{
-	size_t off = m->len;
-
-	put(m, type | NLA_F_NESTED, NULL, 0);
-	return off;
-}
-
-static void nest_end(struct msg *m, size_t off)
-{
-	((struct nlattr *)(m->buf + off))->nla_len = m->len - off;
 }
 
 static void riptides_msg(struct msg *m, uint8_t cmd) { msg_init(m, family_id, 0, cmd, 1); }
