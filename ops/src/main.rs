@@ -7,14 +7,19 @@
 //! riptides token create --ttl 10m --verifier join   # prints <id>.<secret> once
 //! riptides token list | riptides token revoke ID
 //! riptides deploy --env ops/config/production --dry-run   # helm upgrade --install per release
+//! riptides login --server https://cp.example.com:8443 [--ca ca.pem]   # operator sign-in (device flow)
+//! riptides logout
 //! ```
 //!
-//! The control plane is found through a kubeconfig (`--kubeconfig`, `$RIPTIDES_KUBECONFIG`,
-//! default `./riptides-data/admin.kubeconfig`, the file the control plane writes on first start).
+//! The control plane is found through a kubeconfig (`--kubeconfig`, `$RIPTIDES_KUBECONFIG`);
+//! without one, through the session of `riptides login` (a bearer token, refreshed when it
+//! expires), else `./riptides-data/admin.kubeconfig` (the file the control plane writes on
+//! first start, with the admin client certificate).
 
 mod ctl;
 mod demo;
 mod deploy;
+mod login;
 mod manifest;
 mod output;
 mod timefmt;
@@ -23,7 +28,7 @@ mod token;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use riptides_wire::client::ApiClient;
 use riptides_wire::resource::DEFAULT_NAMESPACE;
@@ -33,9 +38,10 @@ use output::OutputFormat;
 #[derive(Debug, Parser)]
 #[command(name = "riptides", version, about = "Operate a Riptides control plane: resources and join tokens.")]
 struct Cli {
-    /// Kubeconfig of the control plane's API.
-    #[arg(long, global = true, env = "RIPTIDES_KUBECONFIG", default_value = "./riptides-data/admin.kubeconfig")]
-    kubeconfig: PathBuf,
+    /// Kubeconfig of the control plane's API (default: the session of `riptides login`, else
+    /// ./riptides-data/admin.kubeconfig).
+    #[arg(long, global = true, env = "RIPTIDES_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
     /// Namespace (default: the kubeconfig context's, else riptides-system).
     #[arg(short = 'n', long, global = true)]
     namespace: Option<String>,
@@ -55,6 +61,22 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Deploy an environment directory (deploy.yaml + Helm values) with helm, or print the plan.
     Deploy(deploy::DeployArgs),
+    /// Sign in as an operator through the control plane's identity provider (device flow:
+    /// open the printed URL in a browser); later commands use the session.
+    Login {
+        /// The control plane's API URL (https://HOST:8443).
+        #[arg(long)]
+        server: String,
+        /// PEM CA bundle the server is trusted with (default: the system bundle), e.g. the
+        /// control plane's trust-bundle.pem.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// OAuth client id of the CLI at the control plane.
+        #[arg(long, default_value = login::DEFAULT_CLIENT_ID)]
+        client_id: String,
+    },
+    /// End the session of `riptides login` (revoked at the control plane) and forget it.
+    Logout,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,9 +136,19 @@ pub struct Target {
     client: ApiClient,
 }
 
+/// Used when neither `--kubeconfig` nor a `riptides login` session is given.
+const DEFAULT_KUBECONFIG: &str = "./riptides-data/admin.kubeconfig";
+
 impl Target {
-    fn new(kubeconfig: PathBuf, explicit_namespace: Option<String>) -> Result<Self> {
-        let client = ApiClient::from_kubeconfig_file(&kubeconfig)?;
+    async fn new(kubeconfig: Option<PathBuf>, explicit_namespace: Option<String>) -> Result<Self> {
+        let client = match kubeconfig {
+            Some(k) => ApiClient::from_kubeconfig_file(&k)?,
+            None => match login::session_client().await? {
+                Some(c) => c,
+                None => ApiClient::from_kubeconfig_file(DEFAULT_KUBECONFIG)
+                    .context("not signed in (`riptides login --server URL`) and no --kubeconfig given")?,
+            },
+        };
         let namespace = explicit_namespace
             .clone()
             .or_else(|| client.default_namespace().map(str::to_owned))
@@ -136,7 +168,14 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Deploy(args) = cli.command {
         return deploy::run(args);
     }
-    let target = Target::new(cli.kubeconfig, cli.namespace)?;
+    match cli.command {
+        Command::Login { server, ca, client_id } => {
+            return login::login(login::LoginArgs { server, ca, client_id }).await
+        }
+        Command::Logout => return login::logout().await,
+        _ => {}
+    }
+    let target = Target::new(cli.kubeconfig, cli.namespace).await?;
     match cli.command {
         Command::Ctl(CtlCommand::Apply { files }) => ctl::apply(&target, &files).await,
         Command::Ctl(CtlCommand::Get { kind, name, all_namespaces, output }) => {
@@ -154,7 +193,9 @@ async fn run(cli: Cli) -> Result<()> {
             token::list(&target, all_namespaces, output).await
         }
         Command::Token(TokenCommand::Revoke { name }) => token::revoke(&target, &name).await,
-        Command::Demo(_) | Command::Deploy(_) => unreachable!("handled above"),
+        Command::Demo(_) | Command::Deploy(_) | Command::Login { .. } | Command::Logout => {
+            unreachable!("handled above")
+        }
     }
 }
 
@@ -200,5 +241,10 @@ mod tests {
         let cli = Cli::try_parse_from(["riptides", "token", "create"]).unwrap();
         assert!(matches!(cli.command, Command::Token(TokenCommand::Create { ref ttl, .. }) if ttl == "10m"));
         assert!(Cli::try_parse_from(["riptides", "ctl", "apply"]).is_err());
+        let cli = Cli::try_parse_from(["riptides", "login", "--server", "https://cp:8443"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Login { ref client_id, ca: None, .. } if client_id == login::DEFAULT_CLIENT_ID)
+        );
+        assert!(cli.kubeconfig.is_none());
     }
 }

@@ -127,6 +127,7 @@ impl OidcArgs {
             clients,
             access_ttl: std::time::Duration::from_secs(self.oidc_access_ttl_secs.clamp(60, 3600)),
             refresh_ttl: std::time::Duration::from_secs(self.oidc_refresh_ttl_secs.max(60)),
+            ..OidcConfig::default()
         })
     }
 }

@@ -8,11 +8,15 @@
 //! - `POST /oidc/token`: `authorization_code` (checks the PKCE verifier) and `refresh_token`
 //!   (rotating) grants
 //! - `POST /oidc/revoke`: sign-out (revokes the refresh token's session)
+//! - `POST /oidc/device_authorization`, `GET|POST /oidc/device`: the device authorization
+//!   grant (RFC 8628) for the CLI: a device code and user code, and the verification page
+//!   where the operator confirms the user code and is sent through the upstream sign-in; the
+//!   token endpoint then answers the `urn:ietf:params:oauth:grant-type:device_code` grant
 //! - `GET /oidc/userinfo`: the signed-in operator, from the access token
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -22,9 +26,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use super::device::{self, Approval, ClaimError, Poll, StartError};
 use super::tokens::{self, Grant, PendingLogin};
-use super::upstream::{enc, form_urlencoded, Upstream};
-use super::Provider;
+use super::upstream::{enc, form_urlencoded, Upstream, UpstreamIdentity};
+use super::{Provider, Role};
+
+/// RFC 8628's grant type.
+pub const DEVICE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 pub struct FlowState {
     pub provider: Arc<Provider>,
@@ -47,6 +55,8 @@ pub fn router(state: Arc<FlowState>) -> Router {
         .route("/oidc/token", post(token))
         .route("/oidc/revoke", post(revoke))
         .route("/oidc/userinfo", get(userinfo))
+        .route("/oidc/device_authorization", post(device_authorization))
+        .route("/oidc/device", get(device_page).post(device_submit))
         .with_state(state)
 }
 
@@ -64,8 +74,9 @@ async fn discovery(State(st): State<Arc<FlowState>>) -> Response {
         "jwks_uri": format!("{iss}/oidc/jwks.json"),
         "userinfo_endpoint": format!("{iss}/oidc/userinfo"),
         "revocation_endpoint": format!("{iss}/oidc/revoke"),
+        "device_authorization_endpoint": format!("{iss}/oidc/device_authorization"),
         "response_types_supported": ["code"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token", DEVICE_GRANT_TYPE],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256"],
         "code_challenge_methods_supported": ["S256"],
@@ -128,14 +139,35 @@ async fn authorize(State(st): State<Arc<FlowState>>, Query(q): Query<HashMap<Str
     if q.get("code_challenge_method").map(String::as_str) != Some("S256") || challenge.len() != 43 {
         return back("invalid_request", "PKCE is required: code_challenge with code_challenge_method=S256");
     }
+    let pending = PendingLogin {
+        client_id: client_id.to_owned(),
+        redirect_uri: redirect_uri.clone(),
+        client_state: client_state.clone(),
+        client_nonce: q.get("nonce").cloned(),
+        code_challenge: challenge,
+        upstream_verifier: String::new(),
+        upstream_nonce: String::new(),
+        device: None,
+        created: SystemTime::now(),
+    };
+    match to_upstream(&st, pending).await {
+        Ok(target) => Redirect::to(&target).into_response(),
+        Err(why) => back("temporarily_unavailable", why),
+    }
+}
+
+/// Records the sign-in and returns where to send the browser at the upstream issuer (with our
+/// own state, nonce and PKCE), or why it cannot be done now.
+async fn to_upstream(st: &FlowState, mut pending: PendingLogin) -> Result<String, &'static str> {
+    let p = &st.provider;
     let Some(up) = &st.upstream else {
-        return back("temporarily_unavailable", "no upstream identity provider is configured on the control plane");
+        return Err("no upstream identity provider is configured on the control plane");
     };
     let discovery = match up.discovery().await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "upstream OIDC discovery failed");
-            return back("temporarily_unavailable", "the upstream identity provider cannot be reached");
+            return Err("the upstream identity provider cannot be reached");
         }
     };
     let state = tokens::random_token(24);
@@ -159,20 +191,10 @@ async fn authorize(State(st): State<Arc<FlowState>>, Query(q): Query<HashMap<Str
             ("code_challenge_method", "S256"),
         ],
     );
-    p.tokens.add_pending(
-        state,
-        PendingLogin {
-            client_id: client_id.to_owned(),
-            redirect_uri: redirect_uri.clone(),
-            client_state: client_state.clone(),
-            client_nonce: q.get("nonce").cloned(),
-            code_challenge: challenge,
-            upstream_verifier: verifier,
-            upstream_nonce: nonce,
-            created: SystemTime::now(),
-        },
-    );
-    Redirect::to(&target).into_response()
+    pending.upstream_verifier = verifier;
+    pending.upstream_nonce = nonce;
+    p.tokens.add_pending(state, pending);
+    Ok(target)
 }
 
 async fn callback(State(st): State<Arc<FlowState>>, Query(q): Query<HashMap<String, String>>) -> Response {
@@ -180,6 +202,10 @@ async fn callback(State(st): State<Arc<FlowState>>, Query(q): Query<HashMap<Stri
     let Some(pending) = q.get("state").and_then(|s| p.tokens.take_pending(s)) else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "unknown or expired sign-in; start again");
     };
+    let result = upstream_sign_in(&st, &q, &pending).await;
+    if let Some(key) = &pending.device {
+        return device_signed_in(p, key, result);
+    }
     let back = |params: &[(&str, &str)]| {
         let mut params = params.to_vec();
         if let Some(s) = &pending.client_state {
@@ -187,37 +213,10 @@ async fn callback(State(st): State<Arc<FlowState>>, Query(q): Query<HashMap<Stri
         }
         Redirect::to(&with_params(&pending.redirect_uri, &params)).into_response()
     };
-    if let Some(e) = q.get("error") {
-        let desc = format!("the upstream identity provider refused: {e}");
-        return back(&[("error", "access_denied"), ("error_description", &desc)]);
-    }
-    let (Some(code), Some(up)) = (q.get("code"), &st.upstream) else {
-        return back(&[
-            ("error", "invalid_request"),
-            ("error_description", "no code from the upstream identity provider"),
-        ]);
+    let (ident, role) = match result {
+        Ok(r) => r,
+        Err((error, desc)) => return back(&[("error", error), ("error_description", &desc)]),
     };
-    let ident = match up
-        .redeem(code, &format!("{}/oidc/callback", p.issuer()), &pending.upstream_verifier, &pending.upstream_nonce)
-        .await
-    {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "upstream sign-in failed");
-            return back(&[
-                ("error", "access_denied"),
-                ("error_description", "the upstream sign-in could not be verified"),
-            ]);
-        }
-    };
-    let Some(role) = ident.role else {
-        tracing::info!(subject = %ident.subject, "sign-in refused: no role mapping matches");
-        return back(&[
-            ("error", "access_denied"),
-            ("error_description", "you are signed in upstream but no role is granted to you"),
-        ]);
-    };
-    tracing::info!(subject = %ident.subject, %role, "operator signed in");
     let code = p.tokens.add_code(Grant {
         client_id: pending.client_id.clone(),
         redirect_uri: pending.redirect_uri.clone(),
@@ -229,6 +228,37 @@ async fn callback(State(st): State<Arc<FlowState>>, Query(q): Query<HashMap<Stri
         created: SystemTime::now(),
     });
     back(&[("code", &code)])
+}
+
+/// Back from upstream: the verified identity and its role, or an OAuth error for the client.
+async fn upstream_sign_in(
+    st: &FlowState,
+    q: &HashMap<String, String>,
+    pending: &PendingLogin,
+) -> Result<(UpstreamIdentity, Role), (&'static str, String)> {
+    let p = &st.provider;
+    if let Some(e) = q.get("error") {
+        return Err(("access_denied", format!("the upstream identity provider refused: {e}")));
+    }
+    let (Some(code), Some(up)) = (q.get("code"), &st.upstream) else {
+        return Err(("invalid_request", "no code from the upstream identity provider".into()));
+    };
+    let ident = match up
+        .redeem(code, &format!("{}/oidc/callback", p.issuer()), &pending.upstream_verifier, &pending.upstream_nonce)
+        .await
+    {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "upstream sign-in failed");
+            return Err(("access_denied", "the upstream sign-in could not be verified".into()));
+        }
+    };
+    let Some(role) = ident.role else {
+        tracing::info!(subject = %ident.subject, "sign-in refused: no role mapping matches");
+        return Err(("access_denied", "you are signed in upstream but no role is granted to you".into()));
+    };
+    tracing::info!(subject = %ident.subject, %role, cli = pending.device.is_some(), "operator signed in");
+    Ok((ident, role))
 }
 
 fn parse_form(body: &[u8]) -> HashMap<String, String> {
@@ -295,6 +325,22 @@ async fn token(State(st): State<Arc<FlowState>>, body: Bytes) -> Response {
             let refresh = p.tokens.add_refresh(client_id, &g.subject, g.email.as_deref(), g.role, None);
             token_response(p, client_id, &g.subject, g.email.as_deref(), g.role, refresh, g.nonce.as_deref())
         }
+        DEVICE_GRANT_TYPE => {
+            let (code, error, desc) = match p.device.poll(get("device_code"), client_id, Instant::now()) {
+                Poll::Approved(a) => {
+                    let refresh = p.tokens.add_refresh(client_id, &a.subject, a.email.as_deref(), a.role, None);
+                    return token_response(p, client_id, &a.subject, a.email.as_deref(), a.role, refresh, None);
+                }
+                Poll::Pending => (StatusCode::BAD_REQUEST, "authorization_pending", "the sign-in is not finished yet"),
+                Poll::SlowDown => {
+                    (StatusCode::BAD_REQUEST, "slow_down", "polling too fast: add 5 seconds to the interval")
+                }
+                Poll::Denied => (StatusCode::BAD_REQUEST, "access_denied", "the sign-in was refused"),
+                Poll::Expired => (StatusCode::BAD_REQUEST, "expired_token", "the device code expired; start again"),
+                Poll::Invalid(why) => (StatusCode::BAD_REQUEST, "invalid_grant", why),
+            };
+            oauth_error(code, error, desc)
+        }
         "refresh_token" => match p.tokens.rotate_refresh(get("refresh_token"), client_id) {
             Ok((subject, email, role, refresh)) => {
                 token_response(p, client_id, &subject, email.as_deref(), role, refresh, None)
@@ -327,5 +373,183 @@ async fn userinfo(State(st): State<Arc<FlowState>>, headers: HeaderMap) -> Respo
     match st.provider.verify_access_token(token) {
         Ok(c) => Json(json!({"sub": c.subject, "email": c.email, "role": c.role.as_str()})).into_response(),
         Err(e) => oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", &e.to_string()),
+    }
+}
+
+/// `POST /oidc/device_authorization` (RFC 8628 3.1): a device code for the CLI to poll with and
+/// a user code for the operator to confirm on the verification page.
+async fn device_authorization(State(st): State<Arc<FlowState>>, body: Bytes) -> Response {
+    let p = &st.provider;
+    let f = parse_form(&body);
+    let client_id = f.get("client_id").map(String::as_str).unwrap_or_default();
+    if !p.config.clients.iter().any(|c| c.client_id == client_id) {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client_id");
+    }
+    if st.upstream.is_none() {
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "no upstream identity provider is configured on the control plane",
+        );
+    }
+    match p.device.start(client_id, Instant::now()) {
+        Ok(n) => {
+            let uri = format!("{}/oidc/device", p.issuer());
+            // The user code is letters and a dash: no escaping, so the URL stays readable.
+            let complete = format!("{uri}?user_code={}", n.user_code);
+            (
+                [(header::CACHE_CONTROL, "no-store")],
+                Json(json!({
+                    "device_code": n.device_code, "user_code": n.user_code,
+                    "verification_uri": uri, "verification_uri_complete": complete,
+                    "expires_in": n.expires_in.as_secs(), "interval": n.interval.as_secs(),
+                })),
+            )
+                .into_response()
+        }
+        Err(e @ StartError::Full) => {
+            tracing::warn!("device sign-in refused: the table of pending device grants is full");
+            oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", &e.to_string())
+        }
+        Err(e @ StartError::RateLimited) => {
+            oauth_error(StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable", &e.to_string())
+        }
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A small self-contained page: no scripts, not framable, not cached, no referrer (the URL
+/// may carry the user code).
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
+         content=\"width=device-width\"><title>{t} · Riptides</title><style>body{{font-family:system-ui,sans-serif;\
+         max-width:34rem;margin:4rem auto;padding:0 1rem;line-height:1.5}}input{{font:1.4rem monospace;\
+         letter-spacing:.2rem;padding:.3rem;width:12rem;text-transform:uppercase}}button{{font-size:1rem;\
+         margin:1rem .5rem 0 0;padding:.4rem 1rem}}</style></head><body><h1>{t}</h1>{body}</body></html>",
+        t = html_escape(title)
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// `GET /oidc/device[?user_code=...]`: the verification page (RFC 8628 3.3).
+async fn device_page(Query(q): Query<HashMap<String, String>>) -> Response {
+    let code = q
+        .get("user_code")
+        .and_then(|c| device::normalize_user_code(c))
+        .map(|c| format!("{}-{}", &c[..4], &c[4..]))
+        .unwrap_or_default();
+    let body = format!(
+        "<p>A command line (<code>riptides login</code>) asks to act as you on this control plane.\
+         Continue only if you started it yourself and the code below is the one your terminal shows.</p>\
+         <form method=\"post\" action=\"device\"><label>Code <input name=\"user_code\" value=\"{}\" \
+         autocomplete=\"off\" autofocus required></label><br>\
+         <button name=\"action\" value=\"allow\" type=\"submit\">Continue and sign in</button>\
+         <button name=\"action\" value=\"deny\" type=\"submit\">Deny</button></form>",
+        html_escape(&code)
+    );
+    page(StatusCode::OK, "Sign in the Riptides CLI", &body)
+}
+
+/// `POST /oidc/device`: claims the user code (single use) and sends the browser through the
+/// upstream sign-in, or refuses the grant.
+async fn device_submit(State(st): State<Arc<FlowState>>, body: Bytes) -> Response {
+    let p = &st.provider;
+    let f = parse_form(&body);
+    let code = f.get("user_code").map(String::as_str).unwrap_or_default();
+    let key = match p.device.claim(code, Instant::now()) {
+        Ok(k) => k,
+        Err(e @ ClaimError::Unknown) => {
+            return page(StatusCode::BAD_REQUEST, "Unknown code", &html_escape(&e.to_string()));
+        }
+        Err(e @ ClaimError::RateLimited) => {
+            tracing::warn!("device sign-in: too many wrong user codes; refusing codes for a while");
+            return page(StatusCode::TOO_MANY_REQUESTS, "Too many attempts", &html_escape(&e.to_string()));
+        }
+    };
+    if f.get("action").map(String::as_str) == Some("deny") {
+        p.device.deny(&key);
+        return page(
+            StatusCode::OK,
+            "Sign-in refused",
+            "<p>The command line that asked is refused. You can close this window.</p>",
+        );
+    }
+    let pending = PendingLogin {
+        client_id: p.device.client_of(&key).unwrap_or_default(),
+        redirect_uri: String::new(),
+        client_state: None,
+        client_nonce: None,
+        code_challenge: String::new(),
+        upstream_verifier: String::new(),
+        upstream_nonce: String::new(),
+        device: Some(key.clone()),
+        created: SystemTime::now(),
+    };
+    match to_upstream(&st, pending).await {
+        Ok(target) => Redirect::to(&target).into_response(),
+        Err(why) => {
+            p.device.deny(&key);
+            page(StatusCode::SERVICE_UNAVAILABLE, "Sign-in unavailable", &html_escape(why))
+        }
+    }
+}
+
+/// The end of a CLI sign-in in the browser: approve (or deny) the device grant.
+fn device_signed_in(
+    p: &Provider,
+    key: &str,
+    result: Result<(UpstreamIdentity, Role), (&'static str, String)>,
+) -> Response {
+    match result {
+        Err((_, desc)) => {
+            p.device.deny(key);
+            page(StatusCode::FORBIDDEN, "Sign-in failed", &format!("<p>{}</p>", html_escape(&desc)))
+        }
+        Ok((ident, role)) => {
+            let approval = Approval { subject: ident.subject, email: ident.email, role };
+            let who = format!("{} ({role})", approval.email.as_deref().unwrap_or(&approval.subject));
+            if p.device.approve(key, approval, Instant::now()) {
+                page(
+                    StatusCode::OK,
+                    "Signed in",
+                    &format!(
+                        "<p>The command line is signed in as {}. You can close this window and return to your terminal.</p>",
+                        html_escape(&who)
+                    ),
+                )
+            } else {
+                page(
+                    StatusCode::GONE,
+                    "Sign-in expired",
+                    "<p>This sign-in took too long; run <code>riptides login</code> again.</p>",
+                )
+            }
+        }
     }
 }

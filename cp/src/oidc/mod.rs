@@ -8,10 +8,15 @@
 //! JWKS), and the operator's role (viewer, editor, admin) is mapped from the upstream claims
 //! (email, email domain, groups).
 //!
+//! The CLI signs in with the device authorization grant (RFC 8628, [`device`]): it shows a
+//! user code and a verification URL on the provider, where the operator confirms the code and
+//! goes through the same upstream sign-in.
+//!
 //! Layout: [`keys`] signing key and JWKS, [`tokens`] access/refresh tokens, [`flow`] the
-//! HTTP endpoints, [`upstream`] the upstream client, [`role`] roles.
+//! HTTP endpoints, [`device`] device grants, [`upstream`] the upstream client, [`role`] roles.
 
 pub mod cli;
+pub mod device;
 pub mod flow;
 mod keys;
 mod role;
@@ -48,6 +53,9 @@ pub struct OidcConfig {
     pub clients: Vec<ClientConfig>,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// Lifetime of a device grant (CLI sign-in) and the polling interval it asks for.
+    pub device_ttl: Duration,
+    pub device_poll_interval: Duration,
 }
 
 impl Default for OidcConfig {
@@ -58,6 +66,8 @@ impl Default for OidcConfig {
             clients: Vec::new(),
             access_ttl: DEFAULT_ACCESS_TTL,
             refresh_ttl: DEFAULT_REFRESH_TTL,
+            device_ttl: device::DEFAULT_DEVICE_TTL,
+            device_poll_interval: device::DEFAULT_POLL_INTERVAL,
         }
     }
 }
@@ -77,6 +87,7 @@ pub struct Provider {
     pub(crate) key: SigningKey,
     pub(crate) config: OidcConfig,
     pub(crate) tokens: tokens::TokenStore,
+    pub(crate) device: device::DeviceGrants,
 }
 
 impl Provider {
@@ -84,7 +95,13 @@ impl Provider {
     pub fn open(dir: &Path, issuer: String, config: OidcConfig) -> anyhow::Result<Arc<Provider>> {
         let key = SigningKey::load_or_create(&dir.join("signing-key.p8"))?;
         let issuer = issuer.trim_end_matches('/').to_owned();
-        Ok(Arc::new(Provider { issuer, key, tokens: tokens::TokenStore::new(config.refresh_ttl), config }))
+        Ok(Arc::new(Provider {
+            issuer,
+            key,
+            tokens: tokens::TokenStore::new(config.refresh_ttl),
+            device: device::DeviceGrants::new(config.device_ttl, config.device_poll_interval),
+            config,
+        }))
     }
 
     pub fn issuer(&self) -> &str {

@@ -107,6 +107,8 @@ pub struct PendingLogin {
     /// Our own PKCE verifier and nonce towards the upstream issuer.
     pub upstream_verifier: String,
     pub upstream_nonce: String,
+    /// For a CLI sign-in (device grant): the grant's key; `redirect_uri` is unused then.
+    pub device: Option<String>,
     pub created: SystemTime,
 }
 

@@ -119,6 +119,18 @@ impl Http {
         form: Option<String>,
         bearer: Option<&str>,
     ) -> (u16, Option<String>, Value) {
+        let (code, location, text) = self.send_text(method, url, form, bearer).await;
+        (code, location, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Like [`Http::send`], with the body as text (HTML pages).
+    pub async fn send_text(
+        &self,
+        method: &str,
+        url: &str,
+        form: Option<String>,
+        bearer: Option<&str>,
+    ) -> (u16, Option<String>, String) {
         let https = url.starts_with("https://");
         let rest = url.split_once("://").unwrap().1;
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
@@ -156,7 +168,7 @@ impl Http {
         let code = resp.status().as_u16();
         let location = resp.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (code, location, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (code, location, String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 
