@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -240,9 +240,25 @@ impl NsCommand {
     /// Start the command in its own process group. The returned guard kills
     /// (the whole group) and reaps it when dropped.
     pub fn spawn(self) -> Result<ChildGuard> {
+        self.spawn_with(false)
+    }
+
+    /// Like [`spawn`](Self::spawn), with the child's stdin and stdout as pipes
+    /// (a line protocol with a driver script); stderr goes where
+    /// [`output_to`](Self::output_to) says.
+    pub fn spawn_piped(self) -> Result<(ChildGuard, ChildStdin, ChildStdout)> {
+        let mut guard = self.spawn_with(true)?;
+        let child = guard.child.as_mut().expect("just spawned");
+        match (child.stdin.take(), child.stdout.take()) {
+            (Some(i), Some(o)) => Ok((guard, i, o)),
+            _ => Err(Error::Invalid(format!("`{}`: no stdin/stdout pipes", guard.cmdline))),
+        }
+    }
+
+    fn spawn_with(self, piped: bool) -> Result<ChildGuard> {
         let line = self.cmdline();
         let mut cmd = self.command();
-        cmd.stdin(Stdio::null()).process_group(0);
+        cmd.stdin(if piped { Stdio::piped() } else { Stdio::null() }).process_group(0);
         let mut temp = None;
         match &self.output {
             OutputTo::TempLog => {
@@ -270,6 +286,9 @@ impl NsCommand {
             OutputTo::Null => {
                 cmd.stdout(Stdio::null()).stderr(Stdio::null());
             }
+        }
+        if piped {
+            cmd.stdout(Stdio::piped());
         }
         let child = cmd.spawn().ctx(|| format!("spawning `{line}`"))?;
         let log_path = match (&self.output, &temp) {

@@ -13,81 +13,18 @@
 // daemon must show as connected with a live mTLS connection and a refused one.
 
 import { spawn } from "node:child_process";
-import crypto from "node:crypto";
 import fs from "node:fs";
-import http from "node:http";
-import https from "node:https";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { adminRequest, freePort, openPage, readKubeconfig, startIdp, steps } from "./lib.mjs";
 
 const here = path.dirname(new URL(import.meta.url).pathname);
 const root = path.resolve(here, "..");
 const binDir = process.env.RIPTIDES_BIN_DIR || path.resolve(root, "../target/debug");
 const artifacts = process.env.RIPTIDES_ARTIFACTS || path.join(root, "test-artifacts");
-fs.mkdirSync(artifacts, { recursive: true });
 const children = [];
-let passed = 0;
-let failed = 0;
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-const b64url = (b) => Buffer.from(b).toString("base64url");
-
-// ---- the upstream identity provider: signs in ed@example.com without asking ----
-async function startIdp() {
-  const { privateKey, publicKey } = crypto.generateKeyPairSync("ec", { namedCurve: "P-256" });
-  const jwk = publicKey.export({ format: "jwk" });
-  const codes = new Map();
-  const port = await freePort();
-  const issuer = `http://127.0.0.1:${port}`;
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url, issuer);
-    const json = (v, code = 200) => {
-      res.writeHead(code, { "content-type": "application/json" });
-      res.end(JSON.stringify(v));
-    };
-    if (url.pathname === "/.well-known/openid-configuration") {
-      return json({ issuer, authorization_endpoint: `${issuer}/authorize`, token_endpoint: `${issuer}/token`, jwks_uri: `${issuer}/jwks` });
-    }
-    if (url.pathname === "/jwks") return json({ keys: [{ ...jwk, kid: "idp", alg: "ES256", use: "sig" }] });
-    if (url.pathname === "/authorize") {
-      const code = crypto.randomBytes(16).toString("hex");
-      codes.set(code, url.searchParams.get("nonce"));
-      res.writeHead(302, { location: `${url.searchParams.get("redirect_uri")}?code=${code}&state=${encodeURIComponent(url.searchParams.get("state"))}` });
-      return res.end();
-    }
-    if (url.pathname === "/token" && req.method === "POST") {
-      let body = "";
-      req.on("data", (d) => (body += d));
-      req.on("end", () => {
-        const f = new URLSearchParams(body);
-        const nonce = codes.get(f.get("code"));
-        codes.delete(f.get("code"));
-        if (!nonce) return json({ error: "invalid_grant" }, 400);
-        const now = Math.floor(Date.now() / 1000);
-        const claims = { iss: issuer, aud: f.get("client_id"), sub: "ed", email: "ed@example.com", iat: now, exp: now + 300, nonce };
-        const input = `${b64url(JSON.stringify({ alg: "ES256", kid: "idp" }))}.${b64url(JSON.stringify(claims))}`;
-        const sig = crypto.sign("sha256", Buffer.from(input), { key: privateKey, dsaEncoding: "ieee-p1363" });
-        json({ id_token: `${input}.${b64url(sig)}`, access_token: "upstream", token_type: "Bearer" });
-      });
-      return;
-    }
-    res.writeHead(404);
-    res.end();
-  });
-  await new Promise((r) => server.listen(port, "127.0.0.1", r));
-  return { issuer, server };
-}
+const t = steps();
+const step = t.step;
 
 function start(bin, args, readyPattern) {
   const child = spawn(path.join(binDir, bin), args, { stdio: ["ignore", "ignore", "pipe"] });
@@ -101,37 +38,6 @@ function start(bin, args, readyPattern) {
     });
     child.on("exit", (code) => reject(new Error(`${bin} exited with ${code}:\n${log}`)));
   });
-}
-
-function kubeconfigField(text, field) {
-  return Buffer.from(text.match(new RegExp(`${field}: (\\S+)`))[1], "base64");
-}
-
-function adminRequest(kc, method, urlPath, body) {
-  const server = new URL(kc.server);
-  return new Promise((resolve, reject) => {
-    const req = https.request(
-      { host: server.hostname, port: server.port, path: urlPath, method, ca: kc.ca, cert: kc.cert, key: kc.key, headers: { "content-type": "application/json" } },
-      (res) => {
-        let data = "";
-        res.on("data", (d) => (data += d));
-        res.on("end", () => (res.statusCode < 300 ? resolve(JSON.parse(data)) : reject(new Error(`${method} ${urlPath}: ${res.statusCode} ${data}`))));
-      },
-    );
-    req.on("error", reject);
-    req.end(body ? JSON.stringify(body) : undefined);
-  });
-}
-
-async function step(name, fn) {
-  try {
-    await fn();
-    passed++;
-    console.log(`ok - ${name}`);
-  } catch (e) {
-    failed++;
-    console.log(`not ok - ${name}\n  ${String(e.stack || e).split("\n").slice(0, 6).join("\n  ")}`);
-  }
 }
 
 async function launch() {
@@ -165,16 +71,6 @@ async function launch() {
   };
 }
 
-function readKubeconfig(file) {
-  const text = fs.readFileSync(file, "utf8");
-  return {
-    server: text.match(/server: (\S+)/)[1],
-    ca: kubeconfigField(text, "certificate-authority-data"),
-    cert: kubeconfigField(text, "client-certificate-data"),
-    key: kubeconfigField(text, "client-key-data"),
-  };
-}
-
 async function main() {
   const attached = process.env.RIPTIDES_UI_URL;
   const env = attached
@@ -198,15 +94,7 @@ async function main() {
     },
   });
 
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
-  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
-  const consoleErrors = [];
-  page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
-  const shot = (name) => page.screenshot({ path: path.join(artifacts, `${name}.png`), fullPage: true });
-  const see = (text) => page.getByText(text, { exact: false }).first().waitFor({ timeout: 15000 });
+  const { browser, page, shot, see, consoleErrors } = await openPage(artifacts);
 
   await step("signed-out visitors see the sign-in page", async () => {
     await page.goto(ui);
@@ -303,10 +191,10 @@ async function main() {
 try {
   await main();
 } catch (e) {
-  failed++;
+  t.failed++;
   console.log(`not ok - setup\n  ${e.stack || e}`);
 } finally {
   for (const c of children) c.kill("SIGTERM");
 }
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+t.summary();
+process.exit(t.failed ? 1 : 0);
