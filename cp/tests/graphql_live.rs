@@ -51,7 +51,7 @@ async fn daemons_and_their_live_connections() {
     assert!(d["lastSeen"].is_string());
     assert_eq!(d["health"]["components"][0], json!({"key": "driver", "value": "ok"}));
 
-    let v = gql(&api, "{ connections { connections { daemon remote peerId mode state mtls refused bytesIn } errors { daemon message } } }").await;
+    let v = gql(&api, "{ connections { connections { daemon remote peerId mode state mtls refused tlsVersion keyExchange bytesIn } errors { daemon message } } }").await;
     let c = &v["data"]["connections"];
     assert_eq!(c["errors"], json!([]), "{v}");
     let rows = c["connections"].as_array().unwrap();
@@ -61,6 +61,14 @@ async fn daemons_and_their_live_connections() {
     assert_eq!((rows[2]["mtls"].clone(), rows[2]["refused"].clone()), (json!(false), json!(true)));
     assert_eq!(rows[0]["daemon"], att_id);
     assert_eq!(rows[0]["bytesIn"], "1200");
+    // The negotiated TLS version and key exchange travel from the daemon; null where there was
+    // no handshake (plaintext, refused).
+    assert_eq!(
+        (rows[0]["tlsVersion"].clone(), rows[0]["keyExchange"].clone()),
+        (json!("TLSv1.3"), json!("X25519MLKEM768"))
+    );
+    assert_eq!((rows[1]["tlsVersion"].clone(), rows[1]["keyExchange"].clone()), (json!(null), json!(null)));
+    assert_eq!(rows[2]["state"], "refused: peer not allowed");
 
     // A daemon that goes away is reported by name, not silently dropped.
     conn.close("test done");

@@ -26,13 +26,35 @@ function yesNo(v: boolean | null | undefined, yes = "healthy", no = "unhealthy")
   return v ? badge(yes, "ok") : badge(no, "bad");
 }
 
-function table(headers: string[], rows: Child[][], empty = "nothing here yet"): HTMLElement {
+/** `rowClass` names a class for row `i` (e.g. to flag a refused connection), or "" for none. */
+function table(headers: string[], rows: Child[][], empty = "nothing here yet", rowClass?: (i: number) => string): HTMLElement {
   if (!rows.length) return h("p", { class: "empty" }, empty);
+  const tr = (r: Child[], i: number) => {
+    const cls = rowClass ? rowClass(i) : "";
+    return h("tr", cls ? { class: cls } : {}, ...r.map((c) => h("td", {}, c)));
+  };
   return h(
     "table",
     {},
     h("thead", {}, h("tr", {}, ...headers.map((x) => h("th", {}, x)))),
-    h("tbody", {}, ...rows.map((r) => h("tr", {}, ...r.map((c) => h("td", {}, c))))),
+    h("tbody", {}, ...rows.map(tr)),
+  );
+}
+
+/** Key-exchange groups that are post-quantum (ML-KEM alone or in a hybrid such as X25519MLKEM768). */
+function isPqc(group: string): boolean {
+  return /MLKEM|KYBER/i.test(group);
+}
+
+/** The TLS cell of a connection: the version and key exchange the daemon negotiated, as it reported them. */
+function tlsCell(x: { tlsVersion: string | null; keyExchange: string | null }): Child {
+  if (!x.tlsVersion && !x.keyExchange) return "";
+  return h(
+    "span",
+    { class: "tls" },
+    x.tlsVersion || "",
+    x.keyExchange ? h("code", { class: "kx" }, x.keyExchange) : null,
+    x.keyExchange && isPqc(x.keyExchange) ? badge("PQC", "ok") : null,
   );
 }
 
@@ -145,7 +167,7 @@ async function workloads(): Promise<HTMLElement> {
 }
 
 async function connections(): Promise<HTMLElement> {
-  const d = await gql(`{ connections { connections { daemon local remote workloadId peerId mode state mtls refused bytesIn bytesOut } errors { daemon message } } }`);
+  const d = await gql(`{ connections { connections { daemon local remote workloadId peerId mode state mtls refused tlsVersion keyExchange bytesIn bytesOut } errors { daemon message } } }`);
   const c = d.connections;
   const rows = c.connections.map((x: any) => [
     x.daemon,
@@ -154,17 +176,22 @@ async function connections(): Promise<HTMLElement> {
     x.remote,
     x.peerId ? h("code", {}, x.peerId) : "",
     x.refused ? badge("refused", "bad") : x.mtls ? badge("mTLS", "ok") : badge(x.mode, "warn"),
-    x.mtls ? "TLS 1.3" : "",
-    x.state,
+    tlsCell(x),
+    x.refused ? h("span", { class: "refused-reason" }, x.state) : x.state,
     `${x.bytesIn} / ${x.bytesOut}`,
   ]);
   const section = h(
     "section",
     {},
     ...c.errors.map((e: any) => h("div", { class: "error", role: "alert" }, `daemon ${e.daemon}: ${e.message}`)),
-    h("p", { class: "hint" }, "Live from the daemons over the tunnel; refreshes every 5 s. mTLS between Riptides workloads is always TLS 1.3 with X25519MLKEM768 (PQC hybrid) preferred."),
+    h("p", { class: "hint" }, "Live from the daemons over the tunnel, with the connections they refused in the last minutes; refreshes every 5 s. TLS shows the version and key exchange each handshake negotiated (PQC: a post-quantum hybrid such as X25519MLKEM768)."),
     connectionGraph(c.connections),
-    table(["daemon", "workload", "local", "remote", "peer identity", "security", "TLS", "state", "bytes in/out"], rows, "no live connections"),
+    table(
+      ["daemon", "workload", "local", "remote", "peer identity", "security", "TLS", "state", "bytes in/out"],
+      rows,
+      "no live connections",
+      (i) => (c.connections[i].refused ? "refused" : ""),
+    ),
   );
   refreshTimer = window.setTimeout(() => route(), 5000);
   return section;

@@ -36,7 +36,9 @@ async fn readyz(State(ctx): State<Arc<Ctx>>) -> Response {
 }
 
 /// Live connections of the dataplane: endpoints, mode, TLS version and group, both SPIFFE
-/// IDs, bytes each way. Never keys.
+/// IDs, bytes each way. Never keys. Recently refused connections are listed too, with the state
+/// `refused: <reason>` (bounded: see `dataplane::table::RefusedLimits`), because a refusal is
+/// what an operator debugging "A cannot reach B" needs to see.
 async fn connections(State(ctx): State<Arc<Ctx>>) -> Response {
     axum::Json(ctx.connections.to_json()).into_response()
 }

@@ -30,11 +30,13 @@ use tracing::Instrument;
 use crate::dataplane::capture::{
     mark_socket, original_dst, Capture, CaptureConfig, CaptureRules, Destinations, IpNet, OutboundSelection,
 };
-use crate::dataplane::handshake::{accept_mtls, connect_mtls, sniff, Alpn, FirstBytes, HandshakeConfig, Svid};
+use crate::dataplane::handshake::{
+    accept_mtls, connect_mtls, sniff, Alpn, FirstBytes, HandshakeConfig, HandshakeError, Svid,
+};
 use crate::dataplane::process::{Identifier, IdentifyConfig};
 use crate::dataplane::relay::{relay, RelayConfig};
 use crate::dataplane::rules::{EgressDecision, Rules};
-use crate::dataplane::table::{ConnectionTable, Direction};
+use crate::dataplane::table::{ConnectionRow, ConnectionTable, Direction, RefusedConnection};
 use crate::policy_actor::Connector;
 
 /// The workload SVIDs the certificate manager holds, by SPIFFE ID.
@@ -245,16 +247,69 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, direction: Direct
                 _ => return,
             };
             let span = tracing::info_span!("conn", ?direction, src = %peer, dst = %dst, workload = tracing::field::Empty, peer_id = tracing::field::Empty, binding = tracing::field::Empty);
+            let guard = match inner.table.insert(peer, dst, direction) {
+                Ok(g) => g,
+                Err(e) => {
+                    let reason = e.to_string();
+                    inner.table.record_refused(RefusedConnection {
+                        source: peer,
+                        destination: dst,
+                        direction,
+                        mode: "",
+                        own_id: None,
+                        peer_id: None,
+                        reason: &reason,
+                    });
+                    span.in_scope(|| tracing::warn!(error = %reason, "connection refused"));
+                    return;
+                }
+            };
+            let row = guard.row().clone();
             let r = match direction {
-                Direction::Outbound => outbound(stream, peer, dst, &inner).instrument(span.clone()).await,
-                Direction::Inbound => inbound(stream, peer, dst, &inner).instrument(span.clone()).await,
+                Direction::Outbound => outbound(stream, peer, dst, &row, &inner).instrument(span.clone()).await,
+                Direction::Inbound => inbound(stream, dst, &row, &inner).instrument(span.clone()).await,
             };
             if let Err(e) = r {
-                inner.table.record_failure(direction);
-                span.in_scope(|| tracing::info!(error = %format!("{e:#}"), "connection refused or failed"));
+                let reason = format!("{e:#}");
+                span.in_scope(|| tracing::info!(error = %reason, "connection refused or failed"));
+                if row.is_handshaking() {
+                    // Never established: a refusal, remembered for /connections and the UI.
+                    let refused_peer = e
+                        .chain()
+                        .find_map(|c| c.downcast_ref::<HandshakeError>())
+                        .and_then(HandshakeError::peer_id)
+                        .cloned();
+                    guard.refuse(&reason, refused_peer.as_ref());
+                } else if let Some(alert) = refused_by_peer_after_handshake(&e, &row) {
+                    guard.refuse(
+                        &format!("the peer refused this workload after the handshake (alert {alert}): {reason}"),
+                        None,
+                    );
+                } else {
+                    inner.table.record_failure(direction);
+                }
             }
         });
     }
+}
+
+/// The alert, when the peer ended an mTLS connection with one before sending any byte.
+///
+/// In TLS 1.3 the client's handshake is complete once it sent its Finished, before the server
+/// checked the client certificate; a server that refuses the client's identity answers with an
+/// alert that reaches the client on its first read, in the relay. For the client's table that
+/// is a refusal, not the end of an established connection.
+fn refused_by_peer_after_handshake(e: &anyhow::Error, row: &ConnectionRow) -> Option<String> {
+    if row.counters.get().0 != 0 {
+        return None;
+    }
+    e.chain().find_map(|c| {
+        let io = c.downcast_ref::<std::io::Error>()?;
+        match io.get_ref()?.downcast_ref::<rustls::Error>()? {
+            rustls::Error::AlertReceived(alert) => Some(format!("{alert:?}")),
+            _ => None,
+        }
+    })
 }
 
 /// Dials `dst` with the daemon's mark, so the connection is not captured again.
@@ -272,13 +327,20 @@ fn current_rules(inner: &Inner) -> Option<Arc<Rules>> {
     inner.rules.borrow().clone()
 }
 
-async fn outbound(mut client: TcpStream, peer: SocketAddr, dst: SocketAddr, inner: &Inner) -> anyhow::Result<()> {
+/// One captured outbound connection; `row` is its table row (the caller owns the guard and
+/// turns an error before `established` into a remembered refusal).
+async fn outbound(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    dst: SocketAddr,
+    row: &Arc<ConnectionRow>,
+    inner: &Inner,
+) -> anyhow::Result<()> {
     use crate::dataplane::handshake::{connect_simple, read_client_hello, AppHello};
     use crate::dataplane::relay::Prefixed;
     use anyhow::Context;
     let _ = client.set_nodelay(true);
-    let guard = inner.table.insert(peer, dst, Direction::Outbound).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let row = guard.row().clone();
+    let row = row.clone();
     let rules = current_rules(inner);
     // Only connections to Service endpoints are captured, so a process we fail to identify
     // (a scan deadline under load, a vanished socket) may well be a protected workload: refuse
@@ -324,6 +386,8 @@ async fn outbound(mut client: TcpStream, peer: SocketAddr, dst: SocketAddr, inne
         }
         EgressDecision::Mtls { mode, allowed, service, intercept } => (mode, allowed, service, intercept),
     };
+    // Named now so that a refusal shows the mode it was refused under.
+    row.set_mode(format!("{mode:?}").to_uppercase());
     let (Some(rules), Some(w)) = (rules, workload) else { unreachable!("an mTLS decision needs rules and a workload") };
     tracing::Span::current().record("workload", tracing::field::display(&w.spiffe_id));
     row.set_own_id(&w.spiffe_id);
@@ -422,11 +486,10 @@ fn remembered_plaintext(inner: &Inner, dst: SocketAddr) -> bool {
     m.contains_key(&dst)
 }
 
-async fn inbound(client: TcpStream, peer: SocketAddr, dst: SocketAddr, inner: &Inner) -> anyhow::Result<()> {
+/// One captured inbound connection; `row` as for [`outbound`].
+async fn inbound(client: TcpStream, dst: SocketAddr, row: &Arc<ConnectionRow>, inner: &Inner) -> anyhow::Result<()> {
     use anyhow::Context;
     let _ = client.set_nodelay(true);
-    let guard = inner.table.insert(peer, dst, Direction::Inbound).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let row = guard.row().clone();
     let rules = current_rules(inner).context("no policy yet; refusing")?;
     let decision = rules
         .ingress_decision(dst.port())
@@ -434,6 +497,7 @@ async fn inbound(client: TcpStream, peer: SocketAddr, dst: SocketAddr, inner: &I
         .with_context(|| format!("port {} is no longer covered by an ingress rule", dst.port()))?;
     tracing::Span::current().record("workload", tracing::field::display(&decision.workload.spiffe_id));
     row.set_own_id(&decision.workload.spiffe_id);
+    row.set_mode(format!("{:?}", decision.mode).to_uppercase());
     let first = sniff(&client, inner.cfg.handshake.sniff_timeout).await?;
     match first {
         FirstBytes::Plaintext if decision.mode == TlsMode::Permissive => {

@@ -332,7 +332,17 @@ fn rotation_during_a_long_lived_connection_and_half_open_flood() {
     let _ = flood.wait_timeout(Duration::from_secs(20));
     eprintln!("node-b daemon RSS: {before_kib} KiB before, {during_kib} KiB with 1000 half-open connections");
     assert!(during_kib < before_kib + 64 * 1024, "memory stays bounded: {before_kib} -> {during_kib} KiB");
-    wait_until("the half-open connections to be dropped", Duration::from_secs(15), || {
-        admin_get(&f.b, "/connections").and_then(|v| v.as_array().map(|a| a.len())).filter(|n| *n < 5).map(|_| ())
+    // Dropped, they leave the live table; the table remembers them as refused, bounded.
+    let refused = wait_until("the half-open connections to be dropped", Duration::from_secs(15), || {
+        let v = admin_get(&f.b, "/connections")?;
+        let rows = v.as_array()?;
+        let is_refused = |r: &&serde_json::Value| r["state"].as_str().is_some_and(|s| s.starts_with("refused: "));
+        let live = rows.len() - rows.iter().filter(is_refused).count();
+        (live < 5).then(|| rows.iter().filter(is_refused).count())
     });
+    assert!(
+        refused <= riptides_node::dataplane::table::REFUSED_CAPACITY,
+        "at most {} refused rows are remembered, got {refused}",
+        riptides_node::dataplane::table::REFUSED_CAPACITY
+    );
 }

@@ -138,18 +138,34 @@ pub fn tunnel_request() -> impl Strategy<Value = TunnelRequest> {
 }
 
 pub fn connection() -> impl Strategy<Value = ConnectionEntry> {
-    (text(), text(), option::of(text()), option::of(text()), text(), text(), any::<u64>(), any::<u64>()).prop_map(
-        |(local, remote, workload_id, peer_id, mode, state, bytes_in, bytes_out)| ConnectionEntry {
-            local,
-            remote,
-            workload_id,
-            peer_id,
-            mode,
-            state,
-            bytes_in,
-            bytes_out,
-        },
+    (
+        text(),
+        text(),
+        option::of(text()),
+        option::of(text()),
+        text(),
+        text(),
+        any::<u64>(),
+        any::<u64>(),
+        option::of(text()),
+        option::of(text()),
     )
+        .prop_map(
+            |(local, remote, workload_id, peer_id, mode, state, bytes_in, bytes_out, tls_version, key_exchange)| {
+                ConnectionEntry {
+                    local,
+                    remote,
+                    workload_id,
+                    peer_id,
+                    mode,
+                    state,
+                    bytes_in,
+                    bytes_out,
+                    tls_version,
+                    key_exchange,
+                }
+            },
+        )
 }
 
 pub fn tunnel_response() -> impl Strategy<Value = TunnelResponse> {
@@ -246,6 +262,8 @@ pub fn sample_tunnel_responses() -> Vec<TunnelResponse> {
             state: "established".into(),
             bytes_in: 1234,
             bytes_out: 99,
+            tls_version: Some("TLSv1.3".into()),
+            key_exchange: Some("X25519MLKEM768".into()),
         }]),
         TunnelResponse::Health(HealthReport { ready: true, details: vec![("driver".into(), "ok".into())] }),
         TunnelResponse::ConfigDump("{}".into()),

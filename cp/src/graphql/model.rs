@@ -129,6 +129,11 @@ pub struct Connection {
     pub mtls: bool,
     /// Whether the dataplane refused the connection.
     pub refused: bool,
+    /// Negotiated TLS version (`TLSv1.3`), once the daemon's handshake completed; null for
+    /// plaintext, passthrough, refused connections and daemons that do not report it.
+    pub tls_version: Option<String>,
+    /// Negotiated key-exchange group (`X25519MLKEM768` is the post-quantum hybrid).
+    pub key_exchange: Option<String>,
     pub bytes_in: String,
     pub bytes_out: String,
 }
@@ -152,6 +157,8 @@ impl Connection {
             peer_id: c.peer_id,
             mode: c.mode,
             state: c.state,
+            tls_version: c.tls_version,
+            key_exchange: c.key_exchange,
             bytes_in: c.bytes_in.to_string(),
             bytes_out: c.bytes_out.to_string(),
         }

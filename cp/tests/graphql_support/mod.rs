@@ -42,13 +42,19 @@ pub fn entry(remote: &str, peer: Option<&str>, mode: &str, state: &str) -> Conne
         state: state.into(),
         bytes_in: 1200,
         bytes_out: 300,
+        tls_version: None,
+        key_exchange: None,
     }
 }
 
 /// An mTLS connection, a plaintext one and a refused one, as the daemons name them.
 pub fn sample_table() -> Vec<ConnectionEntry> {
     vec![
-        entry("10.0.0.5:8080", Some("spiffe://example.com/app/orders"), "MUTUAL", "established"),
+        ConnectionEntry {
+            tls_version: Some("TLSv1.3".into()),
+            key_exchange: Some("X25519MLKEM768".into()),
+            ..entry("10.0.0.5:8080", Some("spiffe://example.com/app/orders"), "MUTUAL", "established")
+        },
         entry("10.0.0.6:8080", None, "permissive-plaintext", "established"),
         entry("10.0.0.7:8080", Some("spiffe://example.com/app/intruder"), "MUTUAL", "refused: peer not allowed"),
     ]

@@ -51,7 +51,7 @@ use crate::dataplane::handshake::{
 };
 use crate::dataplane::process::{self, BinaryHasher};
 use crate::dataplane::rules::{EgressDecision, ProcessLabels, Rules};
-use crate::dataplane::table::{ConnectionGuard, ConnectionTable, Direction};
+use crate::dataplane::table::{ConnectionGuard, ConnectionTable, Direction, RefusedConnection};
 use crate::policy_actor::Connector;
 use crate::userspace::Credentials;
 
@@ -384,7 +384,8 @@ fn conn_event(inner: &Inner, ev: &ConnEvent) {
         let row = inner.rows.lock().unwrap_or_else(|p| p.into_inner()).remove(&ev.conn_id);
         if let Some(row) = row {
             if ev.event != RIPTIDES_EVENT_CLOSED {
-                inner.table.record_failure(row.direction);
+                let reason = format!("the module reported {} (status {})", ev.event_name(), ev.status);
+                row.refuse(&reason, None);
             }
         }
     }
@@ -559,7 +560,7 @@ async fn handle_inner(inner: &Arc<Inner>, session: &Session, ctx: &ConnContext) 
                     row.set_state("established");
                 });
             } else {
-                inner.table.record_failure(direction);
+                record_refused(inner, ctx, direction, "", None, None, &why);
             }
             if let Err(e) = session.set_verdict(ctx.conn_id, v).await {
                 tracing::warn!(error = %e, "kernel: SET_VERDICT failed (the module times the connection out)");
@@ -569,10 +570,12 @@ async fn handle_inner(inner: &Arc<Inner>, session: &Session, ctx: &ConnContext) 
         Plan::Mtls { mode, workload, allowed, rules } => (mode, workload, allowed, rules),
     };
     tracing::Span::current().record("workload", field::display(&workload));
+    let mode_name = format!("{} (kTLS)", format!("{mode:?}").to_uppercase());
     let svid: Option<Arc<Svid>> = inner.creds.borrow().get(workload.as_str()).cloned();
     let Some(svid) = svid else {
         tracing::info!("kernel: no SVID for {workload} yet; refusing (fail closed)");
-        inner.table.record_failure(direction);
+        let why = format!("no SVID for {workload} yet (fail closed)");
+        record_refused(inner, ctx, direction, &mode_name, Some(&workload), None, &why);
         let _ = session.set_verdict(ctx.conn_id, Verdict::Deny).await;
         return;
     };
@@ -582,7 +585,8 @@ async fn handle_inner(inner: &Arc<Inner>, session: &Session, ctx: &ConnContext) 
         Err(e) => {
             // Closed by the application meanwhile (ENOENT), timed out, or the module went away.
             tracing::info!(error = %e, "kernel: HANDSHAKE_ACCEPT failed");
-            inner.table.record_failure(direction);
+            let why = format!("HANDSHAKE_ACCEPT failed: {e}");
+            record_refused(inner, ctx, direction, &mode_name, Some(&workload), None, &why);
             return;
         }
     };
@@ -598,27 +602,46 @@ async fn handle_inner(inner: &Arc<Inner>, session: &Session, ctx: &ConnContext) 
                         "kernel: mTLS established, kTLS installed");
                     record_row(inner, ctx, direction, |row| {
                         row.set_own_id(&workload);
-                        row.set_mode(format!("{} (kTLS)", format!("{mode:?}").to_uppercase()));
+                        row.set_mode(mode_name.clone());
                         row.set_handshake(&info);
                     });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "kernel: HANDSHAKE_DONE refused");
-                    inner.table.record_failure(direction);
+                    let why = format!("the module refused HANDSHAKE_DONE: {e}");
+                    record_refused(inner, ctx, direction, &mode_name, Some(&workload), info.peer_id.as_ref(), &why);
                 }
             }
             // Closed only now (KERNEL_PATH.md step 6): the application's own fd keeps the socket.
             drop(fd);
         }
         Ok(None) => {} // released in plaintext (PERMISSIVE ingress)
-        Err((errno, why)) => {
+        Err(HsFailure { errno, why, peer }) => {
             tracing::info!(errno, error = %why, "kernel: handshake failed; connection refused");
-            inner.table.record_failure(direction);
+            record_refused(inner, ctx, direction, &mode_name, Some(&workload), peer.as_ref(), &why);
             if let Err(e) = session.handshake_done(ctx.conn_id, errno as u32, None, Verdict::Deny).await {
                 tracing::debug!(error = %e, "kernel: HANDSHAKE_DONE (refusal) not accepted");
             }
         }
     }
+}
+
+/// Remembers a refused connection (no row was recorded for it) in the table.
+#[allow(clippy::too_many_arguments)]
+fn record_refused(
+    inner: &Inner,
+    ctx: &ConnContext,
+    direction: Direction,
+    mode: &str,
+    own_id: Option<&SpiffeId>,
+    peer_id: Option<&SpiffeId>,
+    reason: &str,
+) {
+    let (source, destination) = match direction {
+        Direction::Outbound => (ctx.local, ctx.peer),
+        Direction::Inbound => (ctx.peer, ctx.local),
+    };
+    inner.table.record_refused(RefusedConnection { source, destination, direction, mode, own_id, peer_id, reason });
 }
 
 fn record_row(
@@ -640,7 +663,28 @@ fn record_row(
     }
 }
 
-type HsResult = Result<Option<(HandshakeInfo, &'static str, std::os::fd::OwnedFd)>, (i32, String)>;
+type HsResult = Result<Option<(HandshakeInfo, &'static str, std::os::fd::OwnedFd)>, HsFailure>;
+
+/// Why the daemon-side handshake failed: the errno the module passes to the application, the
+/// reason for logs and the connection table, and the peer's identity when the refusal named it.
+#[derive(Debug)]
+struct HsFailure {
+    errno: i32,
+    why: String,
+    peer: Option<SpiffeId>,
+}
+
+impl From<(i32, String)> for HsFailure {
+    fn from((errno, why): (i32, String)) -> HsFailure {
+        HsFailure { errno, why, peer: None }
+    }
+}
+
+impl From<HandshakeError> for HsFailure {
+    fn from(e: HandshakeError) -> HsFailure {
+        HsFailure { errno: errno_of(&e), why: e.to_string(), peer: e.peer_id().cloned() }
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 async fn run_handshake(
@@ -661,7 +705,7 @@ async fn run_handshake(
             Ok((tls, info)) => {
                 let (stream, conn) = tls.into_inner();
                 if conn.wants_write() || !stream.at_record_boundary() {
-                    return Err((libc::EPROTO, "handshake left unsent or partial records".into()));
+                    return Err((libc::EPROTO, "handshake left unsent or partial records".to_owned()).into());
                 }
                 let s =
                     conn.dangerous_extract_secrets().map_err(|e| (libc::EPROTO, format!("extracting secrets: {e}")))?;
@@ -669,9 +713,9 @@ async fn run_handshake(
             }
             Err(e) if mode == TlsMode::Permissive && e.peer_is_not_riptides() => {
                 inner.plaintext_peers.lock().unwrap_or_else(|p| p.into_inner()).insert(ctx.peer, Instant::now());
-                return Err((libc::ECONNREFUSED, format!("PERMISSIVE: {} is not a Riptides node ({e}); this connection is refused, the next ones pass in plaintext", ctx.peer)));
+                return Err((libc::ECONNREFUSED, format!("PERMISSIVE: {} is not a Riptides node ({e}); this connection is refused, the next ones pass in plaintext", ctx.peer)).into());
             }
-            Err(e) => return Err((errno_of(&e), e.to_string())),
+            Err(e) => return Err(e.into()),
         },
         KDirection::Ingress => {
             if mode == TlsMode::Permissive {
@@ -684,7 +728,7 @@ async fn run_handshake(
                             tracing::info!("kernel: PERMISSIVE port, plaintext client: released in plaintext");
                             Ok(None)
                         }
-                        Err(e) => Err((libc::EPROTO, format!("PERMISSIVE plaintext client, but the module cannot release a taken socket in plaintext: {e}"))),
+                        Err(e) => Err((libc::EPROTO, format!("PERMISSIVE plaintext client, but the module cannot release a taken socket in plaintext: {e}")).into()),
                     };
                 }
             }
@@ -692,14 +736,14 @@ async fn run_handshake(
                 Ok((tls, info)) => {
                     let (stream, conn) = tls.into_inner();
                     if conn.wants_write() || !stream.at_record_boundary() {
-                        return Err((libc::EPROTO, "handshake left unsent or partial records".into()));
+                        return Err((libc::EPROTO, "handshake left unsent or partial records".to_owned()).into());
                     }
                     let s = conn
                         .dangerous_extract_secrets()
                         .map_err(|e| (libc::EPROTO, format!("extracting secrets: {e}")))?;
                     (stream, s, info)
                 }
-                Err(e) => return Err((errno_of(&e), e.to_string())),
+                Err(e) => return Err(e.into()),
             }
         }
     };

@@ -42,8 +42,11 @@ pub use io::{read_frame, read_frame_timeout, write_frame, FrameReader, FrameWrit
 /// ALPN protocol id of the daemon <-> control plane link (QUIC on 9443/udp and the TLS fallback on
 /// 8001/tcp). Bumped together with [`PROTOCOL_VERSION`] only for incompatible changes, so that an
 /// old daemon fails the handshake with a clear ALPN error instead of garbage frames.
-pub const ALPN: &[u8] = b"riptides-cp/1";
+pub const ALPN: &[u8] = b"riptides-cp/2";
 
 /// Version carried in every frame. bincode is not self-describing: a peer with a different message
 /// layout would decode garbage, so the version is checked before the payload is looked at.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// History: 2 added `tls_version` and `key_exchange` to
+/// [`messages::ConnectionEntry`] (a v1 peer would misread every tunnel connection table).
+pub const PROTOCOL_VERSION: u16 = 2;

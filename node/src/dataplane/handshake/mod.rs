@@ -205,6 +205,16 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
+    /// The identity the peer presented, when the failure names it (an unlisted or untrusted
+    /// peer), for the connection table's refused rows.
+    pub fn peer_id(&self) -> Option<&SpiffeId> {
+        match self {
+            HandshakeError::PeerNotAllowed { peer, .. } => Some(peer),
+            HandshakeError::UntrustedPeer { peer, .. } => peer.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Whether the failure says the peer is not a Riptides node at all (it does not speak TLS,
     /// does not know our ALPN, or hung up on the ClientHello), as opposed to a Riptides node
     /// refusing us. PERMISSIVE egress falls back to plaintext only in the first case; MUTUAL

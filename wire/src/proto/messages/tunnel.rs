@@ -69,10 +69,17 @@ pub struct ConnectionEntry {
     pub peer_id: Option<String>,
     /// How the connection is handled (`mtls`, `tls`, `passthrough`...), as the dataplane names it.
     pub mode: String,
-    /// Connection state (`established`, `closing`...), as the dataplane names it.
+    /// Connection state (`established`, `closing`...), as the dataplane names it. A refused
+    /// connection the daemon still remembers has the state `refused: <reason>`.
     pub state: String,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Negotiated TLS version (`TLSv1.3`), once a handshake completed; `None` for plaintext,
+    /// passthrough and refused connections.
+    pub tls_version: Option<String>,
+    /// Negotiated key-exchange group (`X25519MLKEM768` for the post-quantum hybrid, `X25519`...),
+    /// once a handshake completed.
+    pub key_exchange: Option<String>,
 }
 
 /// The daemon's readiness and the health of its components.
