@@ -147,11 +147,23 @@ impl ControlPlane {
             format!("https://{host}:{}", api_addr.port())
         });
         let kubeconfig = config.kubeconfig_path();
-        let oidc = crate::oidc::FlowState::new(crate::oidc::Provider::open(
-            &config.data_dir.join("oidc"),
-            config.oidc.issuer.clone().unwrap_or_else(|| server_url.clone()),
-            config.oidc.clone(),
-        )?)?;
+        let (oidc_dir, oidc_issuer) =
+            (config.data_dir.join("oidc"), config.oidc.issuer.clone().unwrap_or_else(|| server_url.clone()));
+        let provider = match (&shared_ca, &config.ca_seal_key) {
+            // Replicas on one store share the sealed signing key and the refresh sessions.
+            (Some(_), Some(seal)) => crate::oidc::Provider::open_shared(
+                &oidc_dir,
+                oidc_issuer,
+                config.oidc.clone(),
+                store.clone(),
+                seal,
+                config.trust_domain.as_str(),
+            )
+            .await
+            .context("opening the shared OIDC provider")?,
+            _ => crate::oidc::Provider::open(&oidc_dir, oidc_issuer, config.oidc.clone())?,
+        };
+        let oidc = crate::oidc::FlowState::new(provider)?;
         write_admin_kubeconfig(&ca, &kubeconfig, &server_url).context("writing admin.kubeconfig")?;
 
         let root_name = format!("cp-{}", INSTANCE.fetch_add(1, Ordering::Relaxed));

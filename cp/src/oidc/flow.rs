@@ -322,13 +322,20 @@ async fn token(State(st): State<Arc<FlowState>>, body: Bytes) -> Response {
                     "PKCE code_verifier does not match the challenge",
                 );
             }
-            let refresh = p.tokens.add_refresh(client_id, &g.subject, g.email.as_deref(), g.role, None);
+            let refresh = match p.tokens.add_refresh(client_id, &g.subject, g.email.as_deref(), g.role, None).await {
+                Ok(r) => r,
+                Err(e) => return refresh_error(e),
+            };
             token_response(p, client_id, &g.subject, g.email.as_deref(), g.role, refresh, g.nonce.as_deref())
         }
         DEVICE_GRANT_TYPE => {
             let (code, error, desc) = match p.device.poll(get("device_code"), client_id, Instant::now()) {
                 Poll::Approved(a) => {
-                    let refresh = p.tokens.add_refresh(client_id, &a.subject, a.email.as_deref(), a.role, None);
+                    let refresh =
+                        match p.tokens.add_refresh(client_id, &a.subject, a.email.as_deref(), a.role, None).await {
+                            Ok(r) => r,
+                            Err(e) => return refresh_error(e),
+                        };
                     return token_response(p, client_id, &a.subject, a.email.as_deref(), a.role, refresh, None);
                 }
                 Poll::Pending => (StatusCode::BAD_REQUEST, "authorization_pending", "the sign-in is not finished yet"),
@@ -341,11 +348,9 @@ async fn token(State(st): State<Arc<FlowState>>, body: Bytes) -> Response {
             };
             oauth_error(code, error, desc)
         }
-        "refresh_token" => match p.tokens.rotate_refresh(get("refresh_token"), client_id) {
-            Ok((subject, email, role, refresh)) => {
-                token_response(p, client_id, &subject, email.as_deref(), role, refresh, None)
-            }
-            Err(e) => oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &e),
+        "refresh_token" => match p.tokens.rotate_refresh(get("refresh_token"), client_id).await {
+            Ok(s) => token_response(p, client_id, &s.subject, s.email.as_deref(), s.role, s.refresh, None),
+            Err(e) => refresh_error(e),
         },
         other => oauth_error(
             StatusCode::BAD_REQUEST,
@@ -355,10 +360,21 @@ async fn token(State(st): State<Arc<FlowState>>, body: Bytes) -> Response {
     }
 }
 
+fn refresh_error(e: tokens::RefreshError) -> Response {
+    match e {
+        tokens::RefreshError::Invalid(why) => oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &why),
+        tokens::RefreshError::Unavailable => oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the session store cannot be reached; try again",
+        ),
+    }
+}
+
 async fn revoke(State(st): State<Arc<FlowState>>, body: Bytes) -> Response {
     let f = parse_form(&body);
     if let Some(t) = f.get("token") {
-        st.provider.tokens.revoke_refresh(t);
+        st.provider.tokens.revoke_refresh(t).await;
     }
     // RFC 7009: 200 whether or not the token was known.
     StatusCode::OK.into_response()

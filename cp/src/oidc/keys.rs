@@ -17,7 +17,13 @@ pub struct SigningKey {
 
 impl SigningKey {
     pub fn load_or_create(path: &Path) -> anyhow::Result<SigningKey> {
-        let pkcs8 = match std::fs::read(path) {
+        let pkcs8 = Self::load_or_create_pkcs8(path)?;
+        Self::from_pkcs8(&pkcs8).with_context(|| format!("{} is not a P-256 PKCS#8 key", path.display()))
+    }
+
+    /// The PKCS#8 bytes of the key at `path`, generated (mode 0600) when there is none.
+    pub fn load_or_create_pkcs8(path: &Path) -> anyhow::Result<Vec<u8>> {
+        Ok(match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
@@ -27,8 +33,7 @@ impl SigningKey {
                 doc.as_ref().to_vec()
             }
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        Self::from_pkcs8(&pkcs8).with_context(|| format!("{} is not a P-256 PKCS#8 key", path.display()))
+        })
     }
 
     pub fn from_pkcs8(pkcs8: &[u8]) -> anyhow::Result<SigningKey> {

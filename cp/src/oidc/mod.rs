@@ -12,6 +12,9 @@
 //! user code and a verification URL on the provider, where the operator confirms the code and
 //! goes through the same upstream sign-in.
 //!
+//! Replicas on one shared store (etcd) share the signing key, sealed in the store with the CA
+//! seal key ([`shared`]), and the refresh-token sessions, hashed in the store ([`sessions`]).
+//!
 //! Layout: [`keys`] signing key and JWKS, [`tokens`] access/refresh tokens, [`flow`] the
 //! HTTP endpoints, [`device`] device grants, [`upstream`] the upstream client, [`role`] roles.
 
@@ -20,6 +23,8 @@ pub mod device;
 pub mod flow;
 mod keys;
 mod role;
+pub mod sessions;
+pub mod shared;
 pub mod tokens;
 pub mod upstream;
 
@@ -91,17 +96,37 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// Opens (or creates) the signing key under `dir` (mode 0600).
+    /// Opens (or creates) the signing key under `dir` (mode 0600); refresh tokens are kept in
+    /// memory.
     pub fn open(dir: &Path, issuer: String, config: OidcConfig) -> anyhow::Result<Arc<Provider>> {
         let key = SigningKey::load_or_create(&dir.join("signing-key.p8"))?;
+        Ok(Self::with(key, tokens::TokenStore::new(config.refresh_ttl), issuer, config))
+    }
+
+    /// For replicas sharing `store`: the signing key is the one sealed in the store under
+    /// `seal` (published from `dir` by the first replica), and refresh tokens live (hashed) in
+    /// the store, so every replica verifies and refreshes every operator's tokens.
+    pub async fn open_shared(
+        dir: &Path,
+        issuer: String,
+        config: OidcConfig,
+        store: Arc<dyn crate::store::Store>,
+        seal: &crate::ca::SealKey,
+        trust_domain: &str,
+    ) -> anyhow::Result<Arc<Provider>> {
+        let key = shared::open_shared_key(&store, seal, trust_domain, &dir.join("signing-key.p8")).await?;
+        Ok(Self::with(key, tokens::TokenStore::with_store(config.refresh_ttl, store), issuer, config))
+    }
+
+    fn with(key: SigningKey, tokens: tokens::TokenStore, issuer: String, config: OidcConfig) -> Arc<Provider> {
         let issuer = issuer.trim_end_matches('/').to_owned();
-        Ok(Arc::new(Provider {
+        Arc::new(Provider {
             issuer,
             key,
-            tokens: tokens::TokenStore::new(config.refresh_ttl),
+            tokens,
             device: device::DeviceGrants::new(config.device_ttl, config.device_poll_interval),
             config,
-        }))
+        })
     }
 
     pub fn issuer(&self) -> &str {

@@ -1,7 +1,9 @@
 //! Access tokens (ES256 JWTs, short-lived) and the provider's in-memory state for the flows:
 //! pending sign-ins, authorization codes (single use, one minute) and refresh tokens (opaque,
 //! stored hashed, rotated on every use; reusing a rotated one revokes the whole family).
-//! The state is per process: a restart signs operators out, which short-lived sessions accept.
+//! Pending sign-ins and codes are per process (they live a minute or ten); refresh tokens too,
+//! unless the control plane shares a store between replicas: then they are kept (hashed) in the
+//! store ([`super::sessions`]), so any replica refreshes them and a restart signs nobody out.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -147,14 +149,75 @@ struct Tables {
     rotated: HashMap<String, String>,
 }
 
+/// A redeemed refresh token: who it is for, and its successor.
+#[derive(Debug)]
+pub struct Session {
+    pub subject: String,
+    pub email: Option<String>,
+    pub role: Role,
+    pub refresh: String,
+}
+
+#[derive(Debug)]
+pub enum RefreshError {
+    /// Unknown, expired, reused, or another client's (`invalid_grant`).
+    Invalid(String),
+    /// The shared session store cannot be reached (`temporarily_unavailable`).
+    Unavailable,
+}
+
 pub struct TokenStore {
     refresh_ttl: Duration,
     t: Mutex<Tables>,
+    shared: Option<super::sessions::StoreSessions>,
 }
 
 impl TokenStore {
     pub fn new(refresh_ttl: Duration) -> Self {
-        TokenStore { refresh_ttl, t: Mutex::new(Tables::default()) }
+        TokenStore { refresh_ttl, t: Mutex::new(Tables::default()), shared: None }
+    }
+
+    /// Refresh tokens in `store`, shared by every replica on it.
+    pub fn with_store(refresh_ttl: Duration, store: std::sync::Arc<dyn crate::store::Store>) -> Self {
+        TokenStore {
+            refresh_ttl,
+            t: Mutex::new(Tables::default()),
+            shared: Some(super::sessions::StoreSessions::new(store)),
+        }
+    }
+
+    pub async fn add_refresh(
+        &self,
+        client_id: &str,
+        subject: &str,
+        email: Option<&str>,
+        role: Role,
+        family: Option<String>,
+    ) -> Result<String, RefreshError> {
+        match &self.shared {
+            Some(s) => s.add(self.refresh_ttl, client_id, subject, email, role, family).await,
+            None => Ok(self.mem_add_refresh(client_id, subject, email, role, family)),
+        }
+    }
+
+    /// Redeems a refresh token for `client_id`: returns the session and a new refresh token.
+    /// A token that was already rotated revokes its whole family (theft detection).
+    pub async fn rotate_refresh(&self, token: &str, client_id: &str) -> Result<Session, RefreshError> {
+        match &self.shared {
+            Some(s) => s.rotate(self.refresh_ttl, token, client_id).await,
+            None => self
+                .mem_rotate_refresh(token, client_id)
+                .map(|(subject, email, role, refresh)| Session { subject, email, role, refresh })
+                .map_err(RefreshError::Invalid),
+        }
+    }
+
+    /// Sign-out: revokes the refresh token's whole family.
+    pub async fn revoke_refresh(&self, token: &str) {
+        match &self.shared {
+            Some(s) => s.revoke(token).await,
+            None => self.mem_revoke_refresh(token),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
@@ -193,7 +256,7 @@ impl TokenStore {
         (SystemTime::now().duration_since(g.created).unwrap_or_default() < CODE_TTL).then_some(g)
     }
 
-    pub fn add_refresh(
+    fn mem_add_refresh(
         &self,
         client_id: &str,
         subject: &str,
@@ -222,9 +285,7 @@ impl TokenStore {
         token
     }
 
-    /// Redeems a refresh token for `client_id`: returns the session and a new refresh token.
-    /// A token that was already rotated revokes its whole family (theft detection).
-    pub fn rotate_refresh(
+    fn mem_rotate_refresh(
         &self,
         token: &str,
         client_id: &str,
@@ -249,12 +310,11 @@ impl TokenStore {
         if r.client_id != client_id {
             return Err("refresh token was issued to another client".into());
         }
-        let new = self.add_refresh(client_id, &r.subject, r.email.as_deref(), r.role, Some(r.family));
+        let new = self.mem_add_refresh(client_id, &r.subject, r.email.as_deref(), r.role, Some(r.family));
         Ok((r.subject, r.email, r.role, new))
     }
 
-    /// Sign-out: revokes the refresh token's whole family.
-    pub fn revoke_refresh(&self, token: &str) {
+    fn mem_revoke_refresh(&self, token: &str) {
         let h = sha256_b64(token);
         let mut t = self.lock();
         if let Some(r) = t.refresh.remove(&h) {
