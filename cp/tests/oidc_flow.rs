@@ -253,3 +253,86 @@ async fn bad_requests_are_refused_without_redirecting_to_strangers() {
     assert_eq!(c, 401);
     s.cp.shutdown().await;
 }
+
+/// The device authorization grant (RFC 8628) over HTTP; the whole sign-in through the
+/// verification page with the real CLI is ops/tests/login.rs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_flow_answers_as_rfc_8628_says() {
+    let s = setup().await;
+    let url = |path: &str| format!("{}{path}", s.base);
+    let (_, _, d) = s.http.send("GET", &url("/.well-known/openid-configuration"), None, None).await;
+    assert_eq!(d["device_authorization_endpoint"], url("/oidc/device_authorization"));
+    assert!(d["grant_types_supported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g == "urn:ietf:params:oauth:grant-type:device_code"));
+
+    let (c, _, v) = s.http.send("POST", &url("/oidc/device_authorization"), Some("client_id=nope".into()), None).await;
+    assert_eq!((c, v["error"].as_str()), (401, Some("invalid_client")));
+    let start = || async {
+        let f = format!("client_id={UI_CLIENT}&scope=openid");
+        let (c, _, g) = s.http.send("POST", &url("/oidc/device_authorization"), Some(f), None).await;
+        assert_eq!(c, 200, "{g}");
+        g
+    };
+    let g = start().await;
+    let user_code = g["user_code"].as_str().unwrap().to_owned();
+    assert_eq!(user_code.len(), 9);
+    assert!(user_code.chars().all(|c| c == '-' || "BCDFGHJKLMNPQRSTVWXZ".contains(c)), "{user_code}");
+    assert_eq!(g["verification_uri"], url("/oidc/device"));
+    assert_eq!(g["verification_uri_complete"], format!("{}?user_code={user_code}", url("/oidc/device")));
+    assert_eq!((g["expires_in"].as_u64(), g["interval"].as_u64()), (Some(600), Some(5)));
+
+    let poll = |device_code: &str| {
+        let f = format!(
+            "grant_type={}&device_code={}&client_id={UI_CLIENT}",
+            enc("urn:ietf:params:oauth:grant-type:device_code"),
+            enc(device_code)
+        );
+        let http = &s.http;
+        let u = url("/oidc/token");
+        async move {
+            let (c, _, v) = http.send("POST", &u, Some(f), None).await;
+            (c, v["error"].as_str().map(str::to_owned))
+        }
+    };
+    let device_code = g["device_code"].as_str().unwrap();
+    assert_eq!(poll(device_code).await, (400, Some("authorization_pending".into())));
+    assert_eq!(poll(device_code).await, (400, Some("slow_down".into())), "polled before the interval");
+    assert_eq!(poll("not-a-device-code").await, (400, Some("invalid_grant".into())));
+
+    // The verification page: a code that is not one is refused; nothing the URL says is
+    // reflected unescaped.
+    let (c, _, page) = s.http.send_text("GET", &url("/oidc/device?user_code=%3Cscript%3E"), None, None).await;
+    assert_eq!(c, 200);
+    assert!(!page.contains("<script>"), "{page}");
+    let (c, _, _) =
+        s.http.send("POST", &url("/oidc/device"), Some("user_code=BBBB-BBBB&action=allow".into()), None).await;
+    assert_eq!(c, 400);
+
+    // Denied on the page: access_denied once, then the device code is gone; the user code
+    // cannot be entered again.
+    let g = start().await;
+    let (code, dc) = (g["user_code"].as_str().unwrap(), g["device_code"].as_str().unwrap());
+    let f = format!("user_code={}&action=deny", enc(&code.to_lowercase()));
+    let (c, _, _) = s.http.send("POST", &url("/oidc/device"), Some(f), None).await;
+    assert_eq!(c, 200);
+    assert_eq!(poll(dc).await, (400, Some("access_denied".into())));
+    assert_eq!(poll(dc).await, (400, Some("invalid_grant".into())));
+    let f = format!("user_code={}&action=allow", enc(code));
+    let (c, loc, _) = s.http.send("POST", &url("/oidc/device"), Some(f), None).await;
+    assert_eq!((c, loc), (400, None), "single use");
+
+    // Allowed, but the upstream grants no role: access_denied for the CLI too.
+    let g = start().await;
+    *s.idp.user.lock().unwrap() = json!({"sub": "u-9", "email": "x@elsewhere.org"});
+    let f = format!("user_code={}&action=allow", enc(g["user_code"].as_str().unwrap()));
+    let (c, to_upstream, _) = s.http.send("POST", &url("/oidc/device"), Some(f), None).await;
+    assert!((300..400).contains(&c));
+    let (_, back, _) = s.http.send("GET", &to_upstream.unwrap(), None, None).await;
+    let (c, _, page) = s.http.send_text("GET", &back.unwrap(), None, None).await;
+    assert_eq!(c, 403, "{page}");
+    assert_eq!(poll(g["device_code"].as_str().unwrap()).await, (400, Some("access_denied".into())));
+    s.cp.shutdown().await;
+}
