@@ -53,7 +53,9 @@ async function main() {
     throw new Error("run by chaos-tests/tests/ui_demo.rs (RIPTIDES_UI_URL, RIPTIDES_IDP_PORT, RIPTIDES_ARTIFACTS)");
   }
   const idp = await startIdp(Number(process.env.RIPTIDES_IDP_PORT));
-  const { browser, page, shot, see, consoleErrors } = await openPage(artifacts);
+  const { browser, page, shot, see: seeSoon, consoleErrors } = await openPage(artifacts);
+  // Generous: the suite runs on two shared cores.
+  const see = (text) => seeSoon(text, 30000);
   // Rows of the connections table.
   const row = (...texts) => texts.reduce((l, text) => l.filter({ hasText: text }), page.locator("tr"));
   const badge = (kind, text) => page.locator(`.badge.${kind}`, { hasText: text });
@@ -80,9 +82,9 @@ async function main() {
     }
     await shot("02-daemons");
   });
-  await step("a live mTLS connection frontend -> orders-service shows with its badge and graph edge", async () => {
+  await step("a live mTLS connection frontend -> orders-service shows with its badge, TLS 1.3 and graph edge", async () => {
     await connections();
-    await row(FRONTEND, ORDERS).filter({ has: badge("ok", "mTLS") }).first().waitFor({ timeout: 30000 });
+    await row(FRONTEND, ORDERS, "TLSv1.3").filter({ has: badge("ok", "mTLS") }).first().waitFor({ timeout: 30000 });
     await page.locator("svg.graph line.edge.mtls").first().waitFor({ state: "attached" });
     await shot("03-connections-mtls");
   });
