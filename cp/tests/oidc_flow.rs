@@ -315,6 +315,21 @@ async fn the_device_flow_answers_as_rfc_8628_says() {
     // cannot be entered again.
     let g = start().await;
     let (code, dc) = (g["user_code"].as_str().unwrap(), g["device_code"].as_str().unwrap());
+    // A post from another site (a page making the operator's browser approve the attacker's
+    // code) is refused and does not use up the code.
+    let f = format!("user_code={}&action=allow", enc(code));
+    for h in [[("origin", "https://evil.example")], [("sec-fetch-site", "cross-site")]] {
+        let (c, loc, _) = s.http.send_headers("POST", &url("/oidc/device"), Some(f.clone()), None, &h).await;
+        assert_eq!((c, loc), (403, None));
+    }
+    let (c, _, page) = s
+        .http
+        .send_headers("POST", &url("/oidc/device"), Some(f.replace("allow", "deny")), None, &[("origin", &s.base)])
+        .await;
+    assert_eq!(c, 200, "same origin is fine: {page}");
+    assert_eq!(poll(dc).await, (400, Some("access_denied".into())));
+    let g = start().await;
+    let (code, dc) = (g["user_code"].as_str().unwrap(), g["device_code"].as_str().unwrap());
     let f = format!("user_code={}&action=deny", enc(&code.to_lowercase()));
     let (c, _, _) = s.http.send("POST", &url("/oidc/device"), Some(f), None).await;
     assert_eq!(c, 200);

@@ -494,8 +494,32 @@ async fn device_page(Query(q): Query<HashMap<String, String>>) -> Response {
 
 /// `POST /oidc/device`: claims the user code (single use) and sends the browser through the
 /// upstream sign-in, or refuses the grant.
-async fn device_submit(State(st): State<Arc<FlowState>>, body: Bytes) -> Response {
+/// Whether a form post comes from another site, as far as the browser says (`Sec-Fetch-Site`,
+/// else `Origin`): such a post could otherwise make a signed-in operator's browser approve an
+/// attacker's device code without the operator seeing the page.
+fn cross_site(issuer: &str, headers: &HeaderMap) -> bool {
+    let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    if let Some(site) = get("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    let Some(origin) = get(header::ORIGIN.as_str()) else { return false };
+    let issuer_origin = issuer.split_once("://").map(|(scheme, rest)| {
+        let authority = rest.split('/').next().unwrap_or_default();
+        format!("{scheme}://{authority}")
+    });
+    issuer_origin.as_deref() != Some(origin)
+}
+
+async fn device_submit(State(st): State<Arc<FlowState>>, headers: HeaderMap, body: Bytes) -> Response {
     let p = &st.provider;
+    if cross_site(p.issuer(), &headers) {
+        tracing::warn!("device sign-in: refused a form post from another site");
+        return page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "<p>This form was sent from another site. Open the address your terminal shows yourself.</p>",
+        );
+    }
     let f = parse_form(&body);
     let code = f.get("user_code").map(String::as_str).unwrap_or_default();
     let key = match p.device.claim(code, Instant::now()) {

@@ -131,6 +131,18 @@ impl Http {
         form: Option<String>,
         bearer: Option<&str>,
     ) -> (u16, Option<String>, String) {
+        self.send_headers(method, url, form, bearer, &[]).await
+    }
+
+    /// Like [`Http::send_text`], with extra request headers (what a browser adds).
+    pub async fn send_headers(
+        &self,
+        method: &str,
+        url: &str,
+        form: Option<String>,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Option<String>, String) {
         let https = url.starts_with("https://");
         let rest = url.split_once("://").unwrap().1;
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
@@ -141,6 +153,9 @@ impl Http {
             .header("host", authority);
         if let Some(b) = bearer {
             req = req.header("authorization", format!("Bearer {b}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         let body = match form {
             Some(f) if f.starts_with('{') => {
