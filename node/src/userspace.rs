@@ -281,10 +281,8 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, direction: Direct
                         .cloned();
                     guard.refuse(&reason, refused_peer.as_ref());
                 } else if let Some(alert) = refused_by_peer_after_handshake(&e, &row) {
-                    guard.refuse(
-                        &format!("the peer refused this workload after the handshake (alert {alert}): {reason}"),
-                        None,
-                    );
+                    // The relay's error only repeats the alert; the log above has it in full.
+                    guard.refuse(&format!("refused by the peer after the handshake: TLS alert {alert}"), None);
                 } else {
                     inner.table.record_failure(direction);
                 }

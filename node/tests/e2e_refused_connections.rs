@@ -76,6 +76,12 @@ fn mtls_rows_report_tls_version_and_key_exchange_and_refusals_are_listed() {
     assert_eq!(refused_a["direction"], "outbound", "{refused_a}");
     assert_eq!(refused_a["destination"], format!("{}:8000", f.b.addr()), "{refused_a}");
     assert_eq!(refused_a["mode"], "MUTUAL", "{refused_a}");
+    // TLS 1.3: the client's handshake completes before the server checks the client
+    // certificate, so node-a learns of the refusal from the server's alert.
+    assert_eq!(
+        refused_a["state"], "refused: refused by the peer after the handshake: TLS alert AccessDenied",
+        "{refused_a}"
+    );
 
     // A client that is not enrolled (the control-plane host runs no daemon) sends plaintext to
     // the MUTUAL port: refused, and listed with its source.
@@ -83,9 +89,9 @@ fn mtls_rows_report_tls_version_and_key_exchange_and_refusals_are_listed() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&marker), "plaintext must be refused on a MUTUAL port");
     let cp_ip = f.cp.addr().to_string();
     let plain = wait_until("the plaintext client's refused row on node-b", Duration::from_secs(10), || {
-        rows(&f.b)?.into_iter().find(|r| {
-            is_refused(r) && r["source"].as_str().is_some_and(|s| s.starts_with(&format!("{cp_ip}:")))
-        })
+        rows(&f.b)?
+            .into_iter()
+            .find(|r| is_refused(r) && r["source"].as_str().is_some_and(|s| s.starts_with(&format!("{cp_ip}:"))))
     });
     assert!(plain["state"].as_str().unwrap().contains("plaintext refused"), "{plain}");
     assert_eq!(plain["peerSPIFFEID"], Value::Null, "{plain}");
