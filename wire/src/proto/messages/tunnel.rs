@@ -10,8 +10,8 @@ use super::ProtoError;
 /// [`TunnelResponse`] and finishes the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TunnelRequest {
-    /// The daemon's live connection table (for the UI). Answered with
-    /// [`TunnelResponse::ConnectionTable`].
+    /// The daemon's live connection table and its recently refused connections (for the UI).
+    /// Answered with [`TunnelResponse::ConnectionTable`].
     ConnectionTable,
     /// Readiness and component health. Answered with [`TunnelResponse::Health`].
     Health,
