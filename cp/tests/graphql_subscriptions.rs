@@ -131,3 +131,38 @@ async fn resource_changes_arrive_over_websocket() {
     assert!(r.is_none() || r.as_ref().unwrap()["type"] != "connection_ack", "{r:?}");
     cp.shutdown().await;
 }
+
+/// A subscription without a kind filter sees API objects only: the store also holds the control
+/// plane's own objects (sealed CA, OIDC signing key, refresh-session hashes), never shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfiltered_changes_never_show_internal_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = common::start(dir.path()).await;
+    let admin = common::admin(&cp);
+    let token = cp.oidc().issue_access_token("vera", None, Role::Viewer);
+    let rv = admin.list(common::rt("services"), None).await.unwrap().metadata.resource_version.unwrap();
+    let mut ws = open(&cp).await;
+    send(&mut ws, json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}})).await;
+    assert_eq!(recv(&mut ws).await.unwrap()["type"], "connection_ack");
+    send(
+        &mut ws,
+        json!({"id": "1", "type": "subscribe", "payload": {"query":
+            "subscription($rv: String) { resourceChanges(resourceVersion: $rv) { change kind namespace name } }",
+            "variables": {"rv": rv}}}),
+    )
+    .await;
+
+    let internal = riptides_cp::store::ObjectKey::new("internal.riptides.io/oidc-refresh", "", "0123abcd");
+    cp.store().create(&internal, b"{}".to_vec()).await.unwrap();
+    let svc = json!({"apiVersion": "core.riptides.io/v1alpha1", "kind": "Service", "metadata": {"name": "after"},
+        "spec": {"labels": {"tier": "backend"}, "addresses": [{"address": "10.0.0.6", "port": 8080}]}});
+    admin.create(common::rt("services"), "riptides-system", &svc).await.unwrap();
+
+    let first = recv(&mut ws).await.unwrap();
+    assert_eq!(
+        first["payload"]["data"]["resourceChanges"],
+        json!({"change": "ADDED", "kind": "Service", "namespace": "riptides-system", "name": "after"}),
+        "the internal object must not be reported: {first}"
+    );
+    cp.shutdown().await;
+}

@@ -71,12 +71,19 @@ let live = false;
 /** The store revision read before the current page's data. */
 let pageRevision = "0";
 
+/**
+ * An apply form holds the operator's unsaved edit or the reason a change was refused. A live
+ * re-render would wipe either (focus is on the button by then, not the text), so it waits
+ * until the operator navigates or a change is applied.
+ */
+let formHeld = false;
+
 /** A stored object changed: re-render the page, unless the operator is editing a change. */
 function onChange(): void {
   window.clearTimeout(liveTimer);
   liveTimer = window.setTimeout(() => {
     const editing = document.activeElement instanceof HTMLTextAreaElement;
-    if (!editing) route();
+    if (!editing && !formHeld) route();
   }, 300);
 }
 
@@ -234,12 +241,17 @@ function applyForm(initial: unknown): HTMLElement {
   area.value = JSON.stringify(initial, null, 2);
   const out = h("div", {});
   const button = h("button", { type: "button" }, "Apply");
+  area.addEventListener("input", () => {
+    formHeld = true;
+  });
   button.addEventListener("click", async () => {
     out.replaceChildren();
+    formHeld = true;
     try {
       const object = JSON.parse(area.value);
       const r = await gql(`mutation($o: JSON!) { apply(object: $o) { kind name created resourceVersion } }`, { o: object });
       out.append(h("div", { class: "ok-msg", role: "status" }, `${r.apply.kind} ${r.apply.name} ${r.apply.created ? "created" : "updated"} (revision ${r.apply.resourceVersion})`));
+      formHeld = false;
       window.setTimeout(() => route(), 800);
     } catch (e) {
       out.append(showError(e));
@@ -360,7 +372,10 @@ async function start(): Promise<void> {
       return;
     }
   }
-  window.addEventListener("hashchange", () => route());
+  window.addEventListener("hashchange", () => {
+    formHeld = false;
+    route();
+  });
   await route();
 }
 

@@ -83,11 +83,12 @@ impl SubscriptionRoot {
                 if wanted.as_ref().is_some_and(|w| !w.contains(&object.key.resource)) {
                     return None;
                 }
+                // Only API kinds: the store also holds the control plane's own objects (the
+                // sealed CA, OIDC keys and refresh-session hashes), which no client may see.
                 let kind = riptides_wire::resource::RESOURCE_TYPES
                     .iter()
                     .find(|rt| rt.store_key() == object.key.resource)
-                    .map(|rt| rt.kind.to_owned())
-                    .unwrap_or_else(|| object.key.resource.clone());
+                    .map(|rt| rt.kind.to_owned())?;
                 Some(ResourceChange {
                     change: change.into(),
                     kind,
