@@ -93,14 +93,36 @@ pub trait Connection: Send + Sync + 'static {
     async fn closed(&self);
 }
 
+/// Keep-alive period of the daemon <-> control plane link (both sides use the defaults).
+///
+/// It must stay well below the shortest NAT UDP mapping timeout a daemon may sit behind:
+/// Linux conntrack forgets an unreplied UDP flow after 30 s (`nf_conntrack_udp_timeout`) and
+/// some home and carrier NATs are as short, although RFC 4787 asks for 2 min. 5 s also makes
+/// [`DEFAULT_IDLE_TIMEOUT`] three keep-alive periods. The cost: an idle QUIC connection carries
+/// one PING per side per period plus the ACKs, about 4 packets of ~60 bytes per 5 s, so 10,000
+/// daemons cost the control plane ~8,000 packets/s (~0.5 MB/s), spread over its replicas
+/// (twice the 10 s figure; negligible beside policy pushes and certificate renewals).
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// How long a connection may receive nothing before it is considered dead.
+///
+/// This is how long a daemon takes to notice a control-plane replica that died without
+/// closing (kill -9, host or network loss) and move to the next one, so it bounds HA failover.
+/// 15 s is three keep-alive periods: two consecutive lost keep-alives (and their ACKs) do not
+/// tear down a healthy connection over a lossy path, a third means the peer is gone. With 30 s
+/// failover took 30-35 s (`chaos-tests/tests/chaos_ha.rs`); QUIC uses the smaller of the two
+/// peers' values, so a daemon or replica still on 30 s gets 15 s as soon as the other side has it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Transport tuning, with the defaults in one place.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
-    /// How often an idle connection sends something so NAT bindings stay alive. Below common
-    /// NAT UDP timeouts (30 s). Zero disables keep-alives.
+    /// How often an idle connection sends something so NAT bindings stay alive
+    /// ([`DEFAULT_KEEP_ALIVE`]: why that value). Zero disables keep-alives.
     pub keep_alive: Duration,
-    /// A connection that received nothing for this long is closed. Must exceed `keep_alive`
-    /// (the peer's keep-alives are what keep a healthy idle connection open). Zero disables it.
+    /// A connection that received nothing for this long is closed ([`DEFAULT_IDLE_TIMEOUT`]:
+    /// why that value). Must exceed `keep_alive` (the peer's keep-alives are what keep a
+    /// healthy idle connection open). Zero disables it.
     pub idle_timeout: Duration,
     /// How long a peer may take to complete the TLS/QUIC handshake (and, for clients, the TCP
     /// connect) before it is dropped, so a silent client cannot hold a slot forever.
@@ -116,8 +138,8 @@ pub struct TransportConfig {
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {
-            keep_alive: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
+            keep_alive: DEFAULT_KEEP_ALIVE,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             handshake_timeout: Duration::from_secs(10),
             max_streams: 64,
             max_pending_handshakes: 1024,
