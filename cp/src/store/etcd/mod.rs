@@ -275,6 +275,7 @@ impl WatchTask {
                 }
                 continue;
             }
+            tracing::trace!(revision = resp.header.revision, events = resp.events.len(), "etcd watch message");
             for ev in resp.events {
                 let event = match self.convert(ev) {
                     Ok(e) => e,
@@ -404,6 +405,7 @@ impl Store for EtcdStore {
             return Err(StoreError::AlreadyExists { key: key.clone() });
         }
         let r = rev(resp.header.revision);
+        tracing::trace!(revision = r, key = %key, "etcd create committed");
         Ok(StoredObject { key: key.clone(), value, create_revision: r, mod_revision: r })
     }
 
