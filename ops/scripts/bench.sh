@@ -8,10 +8,19 @@ cd "$(dirname "$0")/../.."
 mode=()
 [ "${1:-}" = "--quick" ] && mode=(--quick)
 command -v stunnel4 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4; }
+# --ha-propagation starts a three-member etcd cluster (Debian's etcd-server, as the tests).
+command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server; }
 cargo build --release --bins
 out=$(mktemp -d)
 ./target/release/riptides-bench-dataplane "${mode[@]}" --out "$out/dataplane.md"
 ./target/release/riptides-bench-controlplane "${mode[@]}" --out "$out/controlplane.md"
+# Policy propagation, one replica (redb) vs three replicas on etcd, in the same run (issue 10).
+if [ "${mode[*]}" = "--quick" ]; then
+  ha=(--sizes 100 --small-runs 1 --ha-applies 3)
+else
+  ha=(--sizes 500 --small-runs 3 --ha-applies 10)
+fi
+./target/release/riptides-bench-controlplane --ha-propagation "${ha[@]}" --out "$out/controlplane-ha.md"
 {
   echo "# Benchmarks"
   echo
@@ -23,5 +32,12 @@ out=$(mktemp -d)
   cat "$out/dataplane.md"
   echo
   cat "$out/controlplane.md"
+  echo
+  echo "## Policy propagation: one replica vs three replicas on etcd (issue 10)"
+  echo
+  echo "\`./target/release/riptides-bench-controlplane --ha-propagation ${ha[*]}\` (method:"
+  echo "\`chaos-tests/bench/results/controlplane-ha.md\`; the goal is the same bound, within noise, with three replicas as with one)."
+  echo
+  cat "$out/controlplane-ha.md"
 } > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"

@@ -294,6 +294,11 @@ pub async fn run(args: &Args, bin: &Path) -> anyhow::Result<String> {
             eprintln!("== {} daemons, {}, run {r}/{runs}", n, setup.label());
             let work = tempfile::Builder::new().prefix("riptides-bench-ha-").tempdir()?;
             let res = measure(args, bin, setup, n, applies, work.path()).await;
+            // Kept (data dirs, etcd and control-plane logs) with `--keep` or on failure.
+            let kept = (args.keep || res.is_err()).then(|| work.keep());
+            if let (Some(dir), Ok(_)) = (&kept, &res) {
+                eprintln!("   work dir kept: {}", dir.display());
+            }
             match res {
                 Ok(run) => {
                     let mut s = run.samples.clone();
@@ -309,7 +314,7 @@ pub async fn run(args: &Args, bin: &Path) -> anyhow::Result<String> {
                     results.push(run);
                 }
                 Err(e) => {
-                    let kept = work.keep();
+                    let kept = kept.unwrap_or_default();
                     anyhow::bail!("{}: {e:#} (work dir kept: {})", setup.label(), kept.display());
                 }
             }
