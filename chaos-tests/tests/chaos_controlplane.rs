@@ -1,5 +1,5 @@
 //! Chaos scenario 2 of issue 6: the control plane restarts (SIGTERM, kill -9) and a long
-//! outage (kill -9, then ~35 s down: longer than the QUIC idle timeout of 30 s).
+//! outage (kill -9, then ~35 s down: longer than the QUIC idle timeout of 15 s).
 //!
 //! Invariants checked in every variant:
 //! - static stability: while the control plane is down every daemon keeps its cached
@@ -185,11 +185,11 @@ fn four_daemons(prefix: &str) -> Cluster {
 
 /// Control plane restarted twice, ~3 s down each time: first with SIGTERM (orderly: it closes
 /// the daemons' sessions, which reconnect at once with jitter), then with kill -9 (no close:
-/// the daemons notice when a request or the QUIC idle timeout (30 s) fails on the dead
+/// the daemons notice when a request or the QUIC idle timeout (15 s) fails on the dead
 /// session, then reconnect).
 ///
 /// Bounds from the restart to every daemon reconnected: 30 s after SIGTERM; 75 s after kill -9
-/// (idle timeout 30 s + a backoff draw + a 5 s QUIC dial timeout, doubled for a loaded machine).
+/// (idle timeout 15 s + a backoff draw + a 5 s QUIC dial timeout, doubled for a loaded machine).
 #[test]
 fn controlplane_restart_sigterm_and_kill9() {
     let mut c = four_daemons("chcr");
@@ -232,7 +232,7 @@ fn controlplane_restart_sigterm_and_kill9() {
 }
 
 /// A long outage: the control plane is killed (-9) and stays down ~35 s, longer than the QUIC
-/// idle timeout (30 s), so every session is dead and the daemons are in reconnect backoff when
+/// idle timeout (15 s), so every session is dead and the daemons are in reconnect backoff when
 /// it returns. Site 1 runs the userspace dataplane with the demo policy (frontend curl on
 /// node-a -> orders http.server on node-b, mutual TLS); site 2 two `--dataplane none` daemons.
 /// While the CP is down, new curl connections keep working through the cached SVIDs and
@@ -289,7 +289,7 @@ fn controlplane_long_outage_beyond_quic_idle_timeout() {
     let after_curl = ok(&c);
     let mut fails = report(
         &mut c,
-        "2 CP long outage (kill -9, 35 s down > QUIC idle 30 s), 4 daemons, userspace site",
+        "2 CP long outage (kill -9, 35 s down > QUIC idle 15 s), 4 daemons, userspace site",
         BOUND,
         &o,
         &cached,
