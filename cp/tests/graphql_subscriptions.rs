@@ -67,23 +67,28 @@ async fn recv(ws: &mut Ws) -> Option<Value> {
     }
 }
 
+/// A viewer's WebSocket with subscription `1` running `query` from revision `rv`.
+async fn subscribe_as_viewer(cp: &ControlPlane, query: &str, rv: &str) -> Ws {
+    let token = cp.oidc().issue_access_token("vera", None, Role::Viewer);
+    let mut ws = open(cp).await;
+    send(&mut ws, json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}})).await;
+    assert_eq!(recv(&mut ws).await.unwrap()["type"], "connection_ack");
+    send(&mut ws, json!({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": {"rv": rv}}})).await;
+    ws
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resource_changes_arrive_over_websocket() {
     let dir = tempfile::tempdir().unwrap();
     let cp = common::start(dir.path()).await;
     let admin = common::admin(&cp);
-    let token = cp.oidc().issue_access_token("vera", None, Role::Viewer);
 
     // Subscribe from the revision of a list, so no change after it can be missed.
     let rv = admin.list(common::rt("wi"), None).await.unwrap().metadata.resource_version.unwrap();
-    let mut ws = open(&cp).await;
-    send(&mut ws, json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}})).await;
-    assert_eq!(recv(&mut ws).await.unwrap()["type"], "connection_ack");
-    send(
-        &mut ws,
-        json!({"id": "1", "type": "subscribe", "payload": {"query":
-            "subscription($rv: String) { resourceChanges(kinds: [\"wi\"], resourceVersion: $rv) { change kind namespace name resourceVersion } }",
-            "variables": {"rv": rv}}}),
+    let mut ws = subscribe_as_viewer(
+        &cp,
+        "subscription($rv: String) { resourceChanges(kinds: [\"wi\"], resourceVersion: $rv) { change kind namespace name resourceVersion } }",
+        &rv,
     )
     .await;
 
@@ -139,16 +144,11 @@ async fn unfiltered_changes_never_show_internal_objects() {
     let dir = tempfile::tempdir().unwrap();
     let cp = common::start(dir.path()).await;
     let admin = common::admin(&cp);
-    let token = cp.oidc().issue_access_token("vera", None, Role::Viewer);
     let rv = admin.list(common::rt("services"), None).await.unwrap().metadata.resource_version.unwrap();
-    let mut ws = open(&cp).await;
-    send(&mut ws, json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}})).await;
-    assert_eq!(recv(&mut ws).await.unwrap()["type"], "connection_ack");
-    send(
-        &mut ws,
-        json!({"id": "1", "type": "subscribe", "payload": {"query":
-            "subscription($rv: String) { resourceChanges(resourceVersion: $rv) { change kind namespace name } }",
-            "variables": {"rv": rv}}}),
+    let mut ws = subscribe_as_viewer(
+        &cp,
+        "subscription($rv: String) { resourceChanges(resourceVersion: $rv) { change kind namespace name } }",
+        &rv,
     )
     .await;
 
