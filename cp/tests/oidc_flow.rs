@@ -49,19 +49,9 @@ async fn setup() -> Setup {
         ..OidcConfig::default()
     };
     let cp = ControlPlane::start(config).await.unwrap();
-    let ca = cp.ca().bundle().to_pem();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tls = Arc::new(tls);
+    let http = Http::trusting(&cp.ca().bundle().to_pem());
     let base = format!("https://{}", cp.api_addr());
-    Setup { _dir: dir, cp, idp, http: Http { tls: tokio_rustls::TlsConnector::from(tls) }, base }
+    Setup { _dir: dir, cp, idp, http, base }
 }
 
 /// The browser's part: authorize at the CP, through the upstream issuer, back to the CP,

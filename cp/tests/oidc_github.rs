@@ -115,16 +115,7 @@ async fn operators_sign_in_with_github() {
         ..OidcConfig::default()
     };
     let cp = riptides_cp::ControlPlane::start(config).await.unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut cp.ca().bundle().to_pem().as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let http = Http { tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) };
+    let http = Http::trusting(&cp.ca().bundle().to_pem());
     let cp_url = format!("https://{}", cp.api_addr());
     let (verifier, challenge) = pkce();
 

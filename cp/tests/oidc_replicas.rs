@@ -50,17 +50,7 @@ async fn replica(etcd: &EtcdCluster, root: &Path, name: &str, idp: &Idp) -> Cont
 }
 
 fn http_for(cp: &ControlPlane) -> Http {
-    let ca = cp.ca().bundle().to_pem();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Http { tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) }
+    Http::trusting(&cp.ca().bundle().to_pem())
 }
 
 fn base(cp: &ControlPlane) -> String {

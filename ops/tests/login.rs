@@ -67,16 +67,7 @@ impl Env {
         let ca = cp.ca().bundle().to_pem();
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, &ca).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile_certs(ca.as_bytes()) {
-            roots.add(c).unwrap();
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let http = Http { tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) };
+        let http = Http::trusting(&ca);
         let base = format!("https://{}", cp.api_addr());
         Env { rt, cp: Some(cp), idp, http, base, ca_file, dir }
     }
@@ -181,11 +172,6 @@ impl Env {
             _ => panic!("{c} {page}"),
         }
     }
-}
-
-fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls_pki_types::CertificateDer<'static>> {
-    use rustls_pki_types::pem::PemObject;
-    rustls_pki_types::CertificateDer::pem_slice_iter(pem).map(|c| c.unwrap()).collect()
 }
 
 #[test]

@@ -112,6 +112,21 @@ pub struct Http {
 }
 
 impl Http {
+    /// A client that trusts only `ca_pem` (the control plane's trust bundle).
+    pub fn trusting(ca_pem: &str) -> Http {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(c.expect("a PEM certificate")).unwrap();
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Http { tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) }
+    }
+
     pub async fn send(
         &self,
         method: &str,
