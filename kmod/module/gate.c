@@ -388,11 +388,21 @@ static int rt_gate_setsockopt(struct socket *sock, int level, int optname, sockp
 	bool ktls = (level == SOL_TCP && optname == TCP_ULP) || level == SOL_TLS;
 	struct rt_conn *c;
 	int err;
+	u8 st;
 
 	rt_enter();
 	c = rt_conn_lookup(sock->sk);
-	if (!ktls || !c || c->state == RT_LISTENER || !rt_state_held(READ_ONCE(c->state)))
+	st = c ? READ_ONCE(c->state) : RT_LISTENER;
+	if (!ktls || st == RT_LISTENER || (!rt_state_held(st) && st != RIPTIDES_CONN_REFUSED))
 		err = rt_inner_of(sock)->setsockopt(sock, level, optname, optval, optlen);
+	else if (st == RIPTIDES_CONN_REFUSED)
+		/*
+		 * A refused socket stays gated until its release: kTLS would put its own ops
+		 * in sock->ops, the release would bypass the gate and the record would never
+		 * be unlinked (a leak any application could repeat). There is nothing to
+		 * protect on a refused connection.
+		 */
+		err = -ECONNREFUSED;
 	else if (!rt_caller_is_agent(c))
 		err = -EBUSY;	/* only the agent installs kTLS on a held socket */
 	else

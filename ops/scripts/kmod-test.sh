@@ -286,5 +286,11 @@ done
 
 log "total time $(( $(date +%s) - T0 ))s"
 for s in "${summary[@]}"; do log "result $s"; done
+# Repeated last, so that a truncated log still names what failed.
+for series in $KERNELS; do
+  kver=$(resolve_kver "$series")
+  [ -n "$kver" ] && [ -f "$CACHE/work/$kver/serial.log.txt" ] || continue
+  grep '^RIPTIDES-KMOD .* FAIL' "$CACHE/work/$kver/serial.log.txt" | sed "s/^/kmod-test: failed [$kver] /" >&2 || true
+done
 [ "$overall" = 0 ] || die "scenarios failed (serial logs under $CACHE/work/<kver>/serial.log.txt)"
 log "all kernels passed"

@@ -346,6 +346,7 @@ enum amode {
 	AM_DONE_NOKTLS,	/* hello exchange, no kTLS, DONE 0 ALLOW */
 	AM_LATE_ACCEPT,	/* accepts 1 s late (expects ENOENT: the app closed) */
 	AM_KTLS_FIRST,	/* AM_KTLS for the first request, AM_IGNORE afterwards */
+	AM_ULP_RESET,	/* hello exchange, TCP_ULP, waits for the peer's reset, then TLS_TX */
 };
 
 struct agent {
@@ -506,8 +507,29 @@ static void *agent_worker(void *arg)
 		if (!err)
 			err = io_exact(j->fd, "RTHELLO-S", 9, 1, 5000);
 	}
-	if (!err && j->mode != AM_DONE_NOKTLS && j->mode != AM_DONE_STATUS)
+	if (!err && j->mode == AM_ULP_RESET) {
+		/*
+		 * The peer refuses and resets after the hello: TCP_ULP went in while held, the
+		 * rest of kTLS would come after the refusal. The gate must refuse it (kTLS would
+		 * otherwise replace the gated ops and the record would outlive the socket).
+		 */
+		struct tls12_crypto_info_aes_gcm_128 tx;
+		struct pollfd p = { j->fd, POLLIN, 0 };
+		int ulp = setsockopt(j->fd, SOL_TCP, TCP_ULP, "tls", sizeof("tls")) ? errno : 0;
+		int hup, tx_err;
+
+		poll(&p, 1, 5000);
+		hup = !!(p.revents & (POLLHUP | POLLERR));
+		crypto_info(&tx, j->egress);
+		tx_err = setsockopt(j->fd, SOL_TLS, TLS_TX, &tx, sizeof(tx)) ? errno : 0;
+		result(!ulp && hup && tx_err == ECONNREFUSED, "refuse/ktls-after-refusal-refused",
+		       "TCP_ULP while held: %s; reset seen=%d; TLS_TX after the refusal: want "
+		       "ECONNREFUSED got %s", strerror(ulp), hup, strerror(tx_err));
+		close(open("/tmp/ulp-reset.done", O_CREAT | O_WRONLY, 0600));
+		err = -ECONNRESET;
+	} else if (!err && j->mode != AM_DONE_NOKTLS && j->mode != AM_DONE_STATUS) {
 		err = install_ktls(j->fd, j->egress);
+	}
 	if (err)
 		fprintf(stderr, "agent %s: conn %llu exchange/kTLS failed: %s\n", j->ag->name,
 			(unsigned long long)j->id, strerror(-err));
@@ -1382,7 +1404,7 @@ static void scenario_refusals(void)
 {
 	pid_t aa, ab, srv;
 	long long v0, v1;
-	int rc;
+	int rc, i;
 
 	srv = start_server(AF_INET, 7003);
 	CA.family = AF_INET;
@@ -1422,6 +1444,21 @@ static void scenario_refusals(void)
 	ab = start_agent('B', AM_KTLS, RIPTIDES_FAIL_CLOSED, 5000, 0);
 	rc = in_a(c_refused, &CA, 20);
 	result(rc == 0, "refuse/done-bad-status", "rc=%d (status EPROTO)", rc);
+	stop(aa);
+	stop(ab);
+
+	/*
+	 * B refuses 1 s after the hello, by which time A's agent is half-way through
+	 * installing kTLS (TCP_ULP in, keys not yet).
+	 */
+	aa = start_agent('A', AM_ULP_RESET, RIPTIDES_FAIL_CLOSED, 5000, 0);
+	ab = start_agent('B', AM_DONE_STATUS, RIPTIDES_FAIL_CLOSED, 5000, 1000);
+	unlink("/tmp/ulp-reset.done");
+	rc = in_a(c_refused, &CA, 20);
+	for (i = 0; i < 50 && access("/tmp/ulp-reset.done", F_OK); i++)
+		msleep(100);	/* A's agent reports the kTLS refusal itself */
+	result(rc == 0 && i < 50, "refuse/peer-refusal-during-ktls",
+	       "rc=%d agent reported=%d", rc, i < 50);
 	stop(aa);
 	stop(ab);
 
