@@ -262,3 +262,202 @@ async fn tls_with_client_certificate() {
     no_cert.key_file = None;
     assert!(EtcdStore::connect(&no_cert, EtcdOptions::default()).await.is_err());
 }
+
+/// etcd's own count of open watchers (`etcd_debugging_mvcc_watcher_total`), read from its
+/// `/metrics` over plain HTTP on loopback.
+async fn etcd_watchers(etcd: &EtcdCluster) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = etcd.endpoint(0).trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect to etcd metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: etcd\r\n\r\n").await.unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+        .expect("etcd reports its watcher count")
+        .trim()
+        .parse()
+        .expect("watcher count is a number")
+}
+
+/// Waits until etcd's watcher count satisfies `ok` (etcd updates it as streams come and go).
+async fn watchers_settle(etcd: &EtcdCluster, ok: impl Fn(u64) -> bool) -> u64 {
+    let mut n = etcd_watchers(etcd).await;
+    for _ in 0..100 {
+        if ok(n) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        n = etcd_watchers(etcd).await;
+    }
+    n
+}
+
+/// Many watchers on one replica cost etcd one watch: the replica fans it out in-process,
+/// each watcher still gets exactly its own filtered events, and dropping the store ends it.
+#[tokio::test]
+async fn watchers_of_a_replica_share_one_etcd_watch() {
+    let etcd = EtcdCluster::single().await;
+    let before = etcd_watchers(&etcd).await;
+    let store = etcd.store().await;
+    let base = store.current_revision().await.unwrap();
+    let mut all = Vec::new();
+    let mut one_ns = Vec::new();
+    let mut other = Vec::new();
+    for _ in 0..20 {
+        all.push(store.watch(None, None, base).await.unwrap());
+        one_ns.push(store.watch(Some(RES), Some("a"), base).await.unwrap());
+        other.push(store.watch(Some(OTHER), None, base).await.unwrap());
+    }
+    let n = watchers_settle(&etcd, |n| n == before + 1).await;
+    assert_eq!(n, before + 1, "60 watchers should hold one etcd watch, etcd counts {n} (was {before})");
+
+    let a = store.create(&key("a", "x"), b"1".to_vec()).await.unwrap();
+    let b = store.create(&key("b", "y"), b"2".to_vec()).await.unwrap();
+    let o = store.create(&ObjectKey::new(OTHER, "a", "p"), b"3".to_vec()).await.unwrap();
+    for w in &mut all {
+        for want in [a.mod_revision, b.mod_revision, o.mod_revision] {
+            assert_eq!(next_ok(w).await.revision(), want);
+        }
+    }
+    for w in &mut one_ns {
+        assert_eq!(next_ok(w).await.key(), &key("a", "x"));
+        assert_idle(w).await;
+    }
+    for w in &mut other {
+        assert_eq!(next_ok(w).await.revision(), o.mod_revision);
+        assert_idle(w).await;
+    }
+    // A watcher that starts a little behind is served from the replica's window.
+    let mut late = store.watch(Some(RES), None, base).await.unwrap();
+    assert_eq!(next_ok(&mut late).await.revision(), a.mod_revision);
+    assert_eq!(next_ok(&mut late).await.revision(), b.mod_revision);
+    assert_idle(&mut late).await;
+    assert_eq!(etcd_watchers(&etcd).await, before + 1);
+
+    drop((all, one_ns, other, late, store));
+    let n = watchers_settle(&etcd, |n| n == before).await;
+    assert_eq!(n, before, "the shared watch should end with the store");
+}
+
+/// A watcher starting before the replica's window gets an etcd watch of its own and the same
+/// exact history; one starting inside the window does not.
+#[tokio::test]
+async fn watch_before_the_window_gets_its_own_etcd_watch() {
+    let etcd = EtcdCluster::single().await;
+    let store =
+        EtcdStore::connect(&etcd.config(), EtcdOptions { watch_window: 5, ..EtcdOptions::default() }).await.unwrap();
+    let base = store.current_revision().await.unwrap();
+    let mut live = store.watch(None, None, base).await.unwrap();
+    for i in 0..20 {
+        store.create(&key("ns", &i.to_string()), vec![]).await.unwrap();
+    }
+    for r in 1..=20 {
+        assert_eq!(next_ok(&mut live).await.revision(), base + r);
+    }
+    let shared = watchers_settle(&etcd, |_| true).await;
+
+    let mut inside = store.watch(None, None, base + 17).await.unwrap();
+    for r in 18..=20 {
+        assert_eq!(next_ok(&mut inside).await.revision(), base + r);
+    }
+    assert_idle(&mut inside).await;
+    assert_eq!(etcd_watchers(&etcd).await, shared, "inside the window: no etcd watch of its own");
+
+    let mut behind = store.watch(None, None, base).await.unwrap();
+    for r in 1..=20 {
+        assert_eq!(next_ok(&mut behind).await.revision(), base + r, "gap or duplicate");
+    }
+    assert_idle(&mut behind).await;
+    let n = watchers_settle(&etcd, |n| n == shared + 1).await;
+    assert_eq!(n, shared + 1, "behind the window: its own etcd watch");
+    // Both keep going live.
+    let c = store.create(&key("ns", "after"), vec![]).await.unwrap();
+    for w in [&mut live, &mut inside, &mut behind] {
+        assert_eq!(next_ok(w).await.revision(), c.mod_revision);
+    }
+}
+
+/// Compaction reaches the replica's window too: a watch from compacted history is `Gone`
+/// whether or not the window still held those events.
+#[tokio::test]
+async fn compaction_also_trims_the_replica_window() {
+    let etcd = EtcdCluster::single().await;
+    let store = etcd.store().await;
+    let base = store.current_revision().await.unwrap();
+    let mut w = store.watch(None, None, base).await.unwrap();
+    for i in 1..=10 {
+        store.create(&key("ns", &i.to_string()), vec![]).await.unwrap();
+    }
+    for r in 1..=10 {
+        assert_eq!(next_ok(&mut w).await.revision(), base + r);
+    }
+    let compacted = store.compact(4).await.unwrap();
+    assert_eq!(compacted, base + 6);
+    assert_eq!(
+        store.watch(None, None, base + 3).await.unwrap_err(),
+        StoreError::Gone { requested: base + 3, compacted: base + 6 }
+    );
+    let mut from = store.watch(None, None, compacted).await.unwrap();
+    for r in 7..=10 {
+        assert_eq!(next_ok(&mut from).await.revision(), base + r);
+    }
+}
+
+/// A watcher that stops reading while the replica's watch runs ahead gets `WatchLagged` once
+/// and its stream ends; the others are not held back.
+#[tokio::test]
+async fn a_stalled_watcher_lags_out_without_holding_back_the_others() {
+    let etcd = EtcdCluster::single().await;
+    let store =
+        EtcdStore::connect(&etcd.config(), EtcdOptions { watch_buffer: 8, ..EtcdOptions::default() }).await.unwrap();
+    let base = store.current_revision().await.unwrap();
+    let mut stalled = store.watch(None, None, base).await.unwrap();
+    let mut reader = store.watch(None, None, base).await.unwrap();
+    for i in 0..40 {
+        store.create(&key("ns", &i.to_string()), vec![]).await.unwrap();
+        assert_eq!(next_ok(&mut reader).await.revision(), base + i + 1);
+    }
+    let mut lagged = false;
+    while let Some(ev) = next(&mut stalled).await {
+        if let Err(e) = ev {
+            assert!(matches!(e, StoreError::WatchLagged { .. }), "{e:?}");
+            lagged = true;
+            break;
+        }
+    }
+    assert!(lagged, "the stalled watcher should lag out");
+    assert!(next(&mut stalled).await.is_none(), "one error, then the stream ends");
+}
+
+/// When etcd is gone for good, the replica's shared watch ends: its watchers get an error
+/// (not a silent end), and once etcd is back the next watch starts a new shared watch.
+#[tokio::test]
+async fn shared_watch_ends_with_an_error_and_restarts_once_etcd_is_back() {
+    let mut etcd = EtcdCluster::single().await;
+    let store = etcd.store().await;
+    let base = store.current_revision().await.unwrap();
+    let mut w = store.watch(None, None, base).await.unwrap();
+    etcd.kill(0);
+    // The watch retries other members (there are none) for a while, then gives up.
+    let end = tokio::time::timeout(Duration::from_secs(60), w.next()).await.expect("the watch gives up within 60 s");
+    match end {
+        Some(Err(StoreError::Backend(msg))) => assert!(msg.contains("watch"), "{msg}"),
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+    assert!(tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap().is_none(), "then it ends");
+
+    etcd.restart(0).await;
+    let mut again = None;
+    for _ in 0..50 {
+        let at = store.current_revision().await;
+        if let Ok(at) = at {
+            again = Some((store.watch(None, None, at).await.expect("a new shared watch"), at));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (mut w, _) = again.expect("etcd answers again");
+    let c = store.create(&key("ns", "back"), vec![]).await.unwrap();
+    assert_eq!(next_ok(&mut w).await.revision(), c.mod_revision);
+}

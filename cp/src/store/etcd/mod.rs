@@ -10,9 +10,12 @@
 //!   expected revision are transactions on `mod_revision == expected` (plus "exists"), whose
 //!   failure branch reads the key to tell `NotFound` from `Conflict`: optimistic concurrency
 //!   holds across every replica writing to the same cluster;
-//! - `watch` is an etcd watch from `after + 1` with `prev_kv` (so deletions carry the last
-//!   value); a watch refused because of compaction is [`StoreError::Gone`]; a watch whose
-//!   member goes away resumes on another member from the next revision, so it stays gap-free;
+//! - `watch` is served from one etcd watch per replica on the whole prefix (`hub`), which
+//!   keeps a bounded window of recent events; a watcher starting before that window gets its
+//!   own etcd watch from `after + 1`. Either way the etcd watch has `prev_kv` (so deletions
+//!   carry the last value); a watch refused because of compaction is [`StoreError::Gone`]; a
+//!   watch whose member goes away resumes on another member from the next revision, so it
+//!   stays gap-free;
 //! - `compact(keep)` compacts etcd at `current - keep + 1`, so that exactly the watches
 //!   starting at `after >= current - keep` remain possible, as with the embedded store.
 //!
@@ -20,6 +23,7 @@
 //! value limit).
 
 mod client;
+mod hub;
 pub mod migrate;
 mod proto;
 
@@ -48,8 +52,16 @@ pub struct EtcdOptions {
     /// Largest accepted value (etcd's default `--max-request-bytes` is 1.5 MiB, and the
     /// request also carries the key).
     pub max_value_bytes: usize,
-    /// Events buffered per watcher before the watch applies backpressure to etcd.
+    /// Events a watcher may fall behind: buffered per watcher before its own etcd watch
+    /// applies backpressure, or behind the live edge of the replica's shared watch before
+    /// its stream ends with [`StoreError::WatchLagged`].
     pub watch_buffer: usize,
+    /// Recent events the replica's shared watch keeps, so that watchers starting a little
+    /// behind (a daemon resuming, a policy snapshot taken a moment ago) need no etcd watch of
+    /// their own.
+    pub watch_window: usize,
+    /// Bound on the value bytes of that window.
+    pub watch_window_bytes: usize,
     /// Objects per range request when listing.
     pub list_page: usize,
 }
@@ -60,16 +72,26 @@ impl Default for EtcdOptions {
             prefix: DEFAULT_PREFIX.to_owned(),
             max_value_bytes: 1024 * 1024 + 256 * 1024,
             watch_buffer: 1024,
+            watch_window: 4096,
+            watch_window_bytes: 64 * 1024 * 1024,
             list_page: 500,
         }
     }
 }
 
-/// [`Store`] on an etcd cluster. Cheap to clone.
-#[derive(Clone, Debug)]
+/// [`Store`] on an etcd cluster. Cheap to clone; clones share one watch hub.
+#[derive(Clone)]
 pub struct EtcdStore {
     client: EtcdClient,
     opts: Arc<EtcdOptions>,
+    /// The replica's shared watch, started by the first `watch` (see [`hub`]).
+    hub: Arc<tokio::sync::Mutex<Option<Arc<hub::Hub>>>>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore").field("client", &self.client).field("opts", &self.opts).finish_non_exhaustive()
+    }
 }
 
 fn backend(what: &str, e: EtcdError) -> StoreError {
@@ -105,7 +127,7 @@ impl EtcdStore {
         if opts.prefix.is_empty() {
             return Err(StoreError::InvalidKey { reason: "etcd key prefix must not be empty".into() });
         }
-        let store = EtcdStore { client, opts: Arc::new(opts) };
+        let store = EtcdStore { client, opts: Arc::new(opts), hub: Arc::default() };
         let revision = store.current_revision().await?;
         tracing::info!(endpoints = ?store.client.endpoints(), prefix = %store.opts.prefix, revision, "connected to etcd");
         Ok(store)
@@ -137,16 +159,7 @@ impl EtcdStore {
     }
 
     fn decode(&self, kv: &KeyValue) -> Result<StoredObject, StoreError> {
-        let key = kv
-            .key
-            .strip_prefix(self.opts.prefix.as_bytes())
-            .ok_or_else(|| StoreError::Backend("etcd key outside the store prefix".into()))?;
-        Ok(StoredObject {
-            key: codec::decode_key(key)?,
-            value: kv.value.clone(),
-            create_revision: rev(kv.create_revision),
-            mod_revision: rev(kv.mod_revision),
-        })
+        decode(&self.opts.prefix, kv)
     }
 
     fn check_value(&self, value: &[u8]) -> Result<(), StoreError> {
@@ -176,6 +189,40 @@ impl EtcdStore {
             compare.push(json!({"key": k, "target": "MOD", "result": "EQUAL", "mod_revision": expect.to_string()}));
         }
         compare
+    }
+
+    /// A watch served by the replica's shared etcd watch (started here if it is not running),
+    /// or `None` when `after` lies before its window.
+    async fn hub_watch(&self, after: Revision, filter: &WatchFilter) -> Result<Option<WatchStream>, StoreError> {
+        let mut slot = self.hub.lock().await;
+        if let Some(hub) = slot.as_ref().filter(|h| !h.ended()) {
+            return Ok(hub.subscribe(after, filter.clone()));
+        }
+        let base = self.current_revision().await?;
+        let (start, end) = self.range_of(None, None);
+        let (idx, lines) = Self::open_watch(&self.client, &start, &end, base + 1, self.client.preferred()).await?;
+        let (tx, rx) = mpsc::channel(self.opts.watch_buffer.max(1));
+        let task = WatchTask {
+            client: self.client.clone(),
+            opts: self.opts.clone(),
+            start,
+            end,
+            seen: base,
+            endpoint: idx,
+            filter: WatchFilter::default(),
+            tx,
+        };
+        tokio::spawn(task.run(lines));
+        let limits = hub::HubLimits {
+            events: self.opts.watch_window.max(1),
+            bytes: self.opts.watch_window_bytes,
+            lag: self.opts.watch_buffer.max(1),
+        };
+        let hub = hub::Hub::start(base, limits, rx);
+        tracing::info!(after = base, "replica's shared etcd watch started");
+        let stream = hub.subscribe(after, filter.clone());
+        *slot = Some(hub);
+        Ok(stream)
     }
 
     /// Opens an etcd watch on `[start, end)` from `from` and waits for etcd to accept it.
@@ -210,6 +257,19 @@ impl EtcdStore {
     }
 }
 
+fn decode(prefix: &str, kv: &KeyValue) -> Result<StoredObject, StoreError> {
+    let key = kv
+        .key
+        .strip_prefix(prefix.as_bytes())
+        .ok_or_else(|| StoreError::Backend("etcd key outside the store prefix".into()))?;
+    Ok(StoredObject {
+        key: codec::decode_key(key)?,
+        value: kv.value.clone(),
+        create_revision: rev(kv.create_revision),
+        mod_revision: rev(kv.mod_revision),
+    })
+}
+
 /// Maps a cancelled watch onto the store's errors.
 fn cancelled(from: Revision, resp: &WatchResponse) -> StoreError {
     if resp.compact_revision > 0 {
@@ -219,10 +279,11 @@ fn cancelled(from: Revision, resp: &WatchResponse) -> StoreError {
     }
 }
 
-/// State of one running watch, owned by its task.
+/// State of one running watch, owned by its task. It holds no [`EtcdStore`], so that the
+/// hub's own watch task does not keep the store (and so the hub) alive.
 struct WatchTask {
     client: EtcdClient,
-    store: EtcdStore,
+    opts: Arc<EtcdOptions>,
     start: Vec<u8>,
     end: Vec<u8>,
     /// Highest revision delivered (or known to hold nothing for this watch).
@@ -301,11 +362,11 @@ impl WatchTask {
     fn convert(&self, ev: proto::Event) -> Result<WatchEvent, StoreError> {
         if ev.kind == "DELETE" {
             let prev = ev.prev_kv.ok_or_else(|| StoreError::Backend("etcd delete event without prev_kv".into()))?;
-            let mut object = self.store.decode(&prev)?;
-            object.key = self.store.decode(&KeyValue { key: ev.kv.key.clone(), ..KeyValue::default() })?.key;
+            let mut object = decode(&self.opts.prefix, &prev)?;
+            object.key = decode(&self.opts.prefix, &KeyValue { key: ev.kv.key.clone(), ..KeyValue::default() })?.key;
             Ok(WatchEvent::Deleted { object, revision: rev(ev.kv.mod_revision) })
         } else {
-            let object = self.store.decode(&ev.kv)?;
+            let object = decode(&self.opts.prefix, &ev.kv)?;
             let created = object.create_revision == object.mod_revision;
             Ok(WatchEvent::Put { object, created })
         }
@@ -473,7 +534,9 @@ impl Store for EtcdStore {
         let from = after + 1;
         // etcd accepts a watch from a compacted revision and cancels it a moment later, so
         // find out first whether `from` is still readable (a range at a future revision is
-        // refused too, and is fine).
+        // refused too, and is fine). Asked even when the replica's window still holds that
+        // history: another replica may have compacted it, and then the watch is `Gone` on
+        // every replica alike.
         let probe = json!({"key": b64(&start), "limit": "1", "keys_only": true, "revision": from.to_string()});
         let compacted = match self.client.read::<RangeResponse>("/v3/kv/range", &probe).await {
             Ok(_) => false,
@@ -481,6 +544,11 @@ impl Store for EtcdStore {
             Err(EtcdError::Status { code: 11, .. }) => false,
             Err(e) => return Err(backend("watch", e)),
         };
+        if !compacted {
+            if let Some(stream) = self.hub_watch(after, &filter).await? {
+                return Ok(stream);
+            }
+        }
         let endpoint = self.client.preferred();
         let (idx, mut lines) = Self::open_watch(&self.client, &start, &end, from, endpoint).await?;
         if compacted {
@@ -503,7 +571,7 @@ impl Store for EtcdStore {
         let (tx, mut rx) = mpsc::channel(self.opts.watch_buffer.max(1));
         let task = WatchTask {
             client: self.client.clone(),
-            store: self.clone(),
+            opts: self.opts.clone(),
             start,
             end,
             seen: after,
@@ -536,6 +604,9 @@ impl Store for EtcdStore {
         match self.client.write::<serde_json::Value>("/v3/kv/compaction", &body).await {
             Ok(_) => {
                 tracing::info!(compacted = target - 1, "compacted etcd history");
+                if let Some(hub) = self.hub.lock().await.as_ref() {
+                    hub.forget_through(target - 1);
+                }
                 Ok(target - 1)
             }
             // Another replica (or an earlier round) already compacted at least this far.
