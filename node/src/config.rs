@@ -159,6 +159,10 @@ pub struct DaemonConfig {
     pub tcp_connect_timeout: Duration,
     /// While on the TCP fallback, how often QUIC is tried again.
     pub quic_retry_interval: Duration,
+    /// With several control-plane endpoints, how long a dial may go unanswered before the next
+    /// endpoint is dialled beside it: a dead replica then costs this rather than the connect
+    /// timeouts.
+    pub endpoint_stagger: Duration,
     /// Period of `ReportStatus`.
     pub status_interval: Duration,
     /// Timeout of one request/response exchange with the CP.
@@ -195,6 +199,7 @@ impl DaemonConfig {
             quic_connect_timeout: Duration::from_secs(5),
             tcp_connect_timeout: Duration::from_secs(10),
             quic_retry_interval: Duration::from_secs(300),
+            endpoint_stagger: Duration::from_secs(1),
             status_interval: Duration::from_secs(15),
             request_timeout: Duration::from_secs(15),
             csr_backoff_min: Duration::from_millis(500),

@@ -70,6 +70,23 @@ fn host_of(addr: &str) -> &str {
     addr.rsplit_once(':').map_or(addr, |(h, _)| h)
 }
 
+/// The daemon's QUIC client endpoint for dialing `addr`'s address family: the one in
+/// `client` when it has that family, else a new one (kept in `client`). Clones share the
+/// UDP socket, so several dials may run at once.
+pub fn quic_client(
+    cfg: &DaemonConfig,
+    client: &mut Option<(QuicClient, bool)>,
+    addr: SocketAddr,
+) -> Result<QuicClient> {
+    let v6 = addr.is_ipv6();
+    if client.as_ref().is_none_or(|(_, is_v6)| *is_v6 != v6) {
+        let bind: SocketAddr = if v6 { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
+        let tc = TransportConfig { handshake_timeout: cfg.quic_connect_timeout, ..TransportConfig::default() };
+        *client = Some((QuicClient::bind(bind, &tc)?, v6));
+    }
+    Ok(client.as_ref().expect("set above").0.clone())
+}
+
 /// Dials QUIC to one endpoint (with the QUIC handshake timeout).
 pub async fn dial_quic_at(
     cfg: &DaemonConfig,
@@ -77,13 +94,7 @@ pub async fn dial_quic_at(
     tls: Arc<rustls::ClientConfig>,
     addr: SocketAddr,
 ) -> Result<Arc<dyn Connection>> {
-    let v6 = addr.is_ipv6();
-    if client.as_ref().is_none_or(|(_, is_v6)| *is_v6 != v6) {
-        let bind: SocketAddr = if v6 { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
-        let tc = TransportConfig { handshake_timeout: cfg.quic_connect_timeout, ..TransportConfig::default() };
-        *client = Some((QuicClient::bind(bind, &tc)?, v6));
-    }
-    let (c, _) = client.as_ref().expect("set above");
+    let c = quic_client(cfg, client, addr)?;
     c.connect(addr, tls).await.with_context(|| format!("QUIC to {addr}"))
 }
 

@@ -190,34 +190,68 @@ struct Dialer {
 }
 
 impl Dialer {
+    /// Dials the endpoints in order from the cursor, staggered: the next endpoint is dialled
+    /// beside the earlier ones when they have not answered within `endpoint_stagger` (or at
+    /// once when one fails), and the first connection wins. One endpoint is one dial as
+    /// before; with a dead replica among several, a daemon is back within about a stagger
+    /// instead of a QUIC connect timeout.
     async fn dial(
         &mut self,
         ctx: &Ctx,
         trust: ServerTrust,
         identity: Option<&Identity>,
     ) -> anyhow::Result<Arc<dyn Connection>> {
+        use futures_util::stream::{FuturesUnordered, StreamExt as _};
+
         let tls = link::tls(&ctx.config, trust, identity)?;
         let endpoints = link::endpoints(&ctx.config).await?;
         let n = endpoints.len();
+        let skip_quic = self.quic_failed_at.is_some_and(|t| t.elapsed() < ctx.config.quic_retry_interval);
+        let mut attempts = FuturesUnordered::new();
+        let mut launched = 0;
+        let mut next_launch = tokio::time::Instant::now();
         let mut last_err = None;
-        // Every endpoint once, starting at the cursor: a dead replica is skipped.
-        for k in 0..n {
-            let i = (self.cursor + k) % n;
-            match self.dial_one(ctx, &endpoints[i], tls.clone()).await {
-                Ok(c) => {
-                    if k > 0 || n > 1 {
-                        tracing::info!(controlplane = %endpoints[i].quic, of = n, "using control-plane endpoint");
+        loop {
+            if launched < n && tokio::time::Instant::now() >= next_launch {
+                let i = (self.cursor + launched) % n;
+                let ep = &endpoints[i];
+                let quic = (!skip_quic).then(|| link::quic_client(&ctx.config, &mut self.quic, ep.quic));
+                let tls = tls.clone();
+                attempts.push(async move { (i, dial_endpoint(&ctx.config, quic, tls, ep).await) });
+                launched += 1;
+                next_launch = tokio::time::Instant::now() + ctx.config.endpoint_stagger;
+            }
+            if attempts.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some((i, (res, quic_failed))) = attempts.next() => match res {
+                    Ok(c) => {
+                        if n > 1 {
+                            tracing::info!(controlplane = %endpoints[i].quic, of = n, "using control-plane endpoint");
+                        }
+                        if quic_failed {
+                            // Only when TCP works and QUIC did not is UDP the problem (not a CP
+                            // that is down): stay on TCP for a while instead of paying the QUIC
+                            // timeout on every reconnect.
+                            tracing::warn!("QUIC unreachable but TCP+TLS works (UDP blocked?): using the TCP+TLS fallback");
+                            self.quic_failed_at = Some(Instant::now());
+                        } else if !skip_quic {
+                            self.quic_failed_at = None;
+                        }
+                        self.cursor = i;
+                        self.current = Some(endpoints[i].clone());
+                        return Ok(c);
                     }
-                    self.cursor = i;
-                    self.current = Some(endpoints[i].clone());
-                    return Ok(c);
-                }
-                Err(e) => {
-                    if n > 1 {
-                        tracing::warn!(controlplane = %endpoints[i].quic, error = %format!("{e:#}"), "control-plane endpoint unreachable; trying the next");
+                    Err(e) => {
+                        if n > 1 {
+                            tracing::warn!(controlplane = %endpoints[i].quic, error = %format!("{e:#}"), "control-plane endpoint unreachable; trying the next");
+                        }
+                        last_err = Some(e);
+                        next_launch = tokio::time::Instant::now();
                     }
-                    last_err = Some(e);
-                }
+                },
+                _ = tokio::time::sleep_until(next_launch), if launched < n => {}
             }
         }
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no control-plane endpoint")))
@@ -227,36 +261,31 @@ impl Dialer {
     fn advance(&mut self) {
         self.cursor = self.cursor.wrapping_add(1);
     }
+}
 
-    async fn dial_one(
-        &mut self,
-        ctx: &Ctx,
-        ep: &link::CpEndpoint,
-        tls: std::sync::Arc<rustls::ClientConfig>,
-    ) -> anyhow::Result<Arc<dyn Connection>> {
-        let skip_quic = self.quic_failed_at.is_some_and(|t| t.elapsed() < ctx.config.quic_retry_interval);
-        let mut quic_failed = false;
-        if !skip_quic {
-            match link::dial_quic_at(&ctx.config, &mut self.quic, tls.clone(), ep.quic).await {
-                Ok(c) => {
-                    self.quic_failed_at = None;
-                    return Ok(c);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), tunnel = %ep.tunnel, "QUIC connection failed; trying TCP+TLS");
-                    quic_failed = true;
-                }
+/// One endpoint: QUIC (unless skipped), then its TCP+TLS fallback. Also says whether QUIC
+/// was tried and failed.
+async fn dial_endpoint(
+    cfg: &crate::config::DaemonConfig,
+    quic: Option<anyhow::Result<QuicClient>>,
+    tls: Arc<rustls::ClientConfig>,
+    ep: &link::CpEndpoint,
+) -> (anyhow::Result<Arc<dyn Connection>>, bool) {
+    let mut quic_failed = false;
+    if let Some(client) = quic {
+        let dialed = match client {
+            Ok(c) => c.connect(ep.quic, tls.clone()).await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        match dialed {
+            Ok(c) => return (Ok(c), false),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), tunnel = %ep.tunnel, "QUIC connection failed; trying TCP+TLS");
+                quic_failed = true;
             }
         }
-        let conn = link::dial_tcp_at(&ctx.config, tls, &ep.tunnel).await?;
-        // Only when TCP works and QUIC did not is UDP the problem (not a CP that is down):
-        // stay on TCP for a while instead of paying the QUIC timeout on every reconnect.
-        if quic_failed {
-            tracing::warn!("QUIC unreachable but TCP+TLS works (UDP blocked?): using the TCP+TLS fallback");
-            self.quic_failed_at = Some(Instant::now());
-        }
-        Ok(conn)
     }
+    (link::dial_tcp_at(cfg, tls, &ep.tunnel).await, quic_failed)
 }
 
 /// Where in the endpoint list a daemon starts: random per process, so a fleet spreads over

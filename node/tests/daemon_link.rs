@@ -296,3 +296,66 @@ async fn static_stability_at_start_and_expired_svid() {
     d.shutdown().await;
     cp.shutdown().await;
 }
+
+/// With several control-plane endpoints, one that swallows everything (QUIC datagrams dropped,
+/// TCP accepted and never answered) does not hold up the next one: that is dialled beside it
+/// after `endpoint_stagger`. Both connect timeouts are 120 s here, so dialling one endpoint
+/// after the other could not connect within the 60 s wait. The first endpoint is random per
+/// start (daemons spread over replicas): the daemon is restarted until it has started at the
+/// silent one, which the silent socket sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_endpoint_does_not_hold_up_the_next_one() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start_cp(cp_config(&dir.path().join("cp"), None)).await;
+    let token = create_token(&cp, "tok-stagger", Some("node-9"), 600).await;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp_addr = udp.local_addr().unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_addr = tcp.local_addr().unwrap();
+    let datagrams = Arc::new(AtomicUsize::new(0));
+    let sink = {
+        let seen = datagrams.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while udp.recv_from(&mut buf).await.is_ok() {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let mute = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = tcp.accept().await {
+            held.push(s);
+        }
+    });
+    let mut cfg =
+        daemon_config(cp.quic_addr(), cp.tunnel_addr(), &dir.path().join("node"), Some(ca_pin(&cp)), Some(token));
+    cfg.controlplane = format!("{udp_addr},{}", cp.quic_addr());
+    cfg.controlplane_tunnel = Some(format!("{tcp_addr},{}", cp.tunnel_addr()));
+    cfg.quic_connect_timeout = Duration::from_secs(120);
+    cfg.tcp_connect_timeout = Duration::from_secs(120);
+    cfg.endpoint_stagger = Duration::from_millis(300);
+
+    let mut starts_at_silent = 0;
+    for _ in 0..12 {
+        let before = datagrams.load(Ordering::SeqCst);
+        let d = Daemon::start(cfg.clone()).await.unwrap();
+        let s = d
+            .wait_for(Duration::from_secs(60), |s| s.connected)
+            .await
+            .expect("connected to the answering endpoint despite the silent one");
+        assert_eq!(s.transport, Some(TransportKind::Quic), "the answering endpoint over QUIC");
+        d.shutdown().await;
+        if datagrams.load(Ordering::SeqCst) > before {
+            starts_at_silent += 1;
+            break;
+        }
+    }
+    assert_eq!(starts_at_silent, 1, "in 12 starts the daemon never began with the silent endpoint");
+    sink.abort();
+    mute.abort();
+    cp.shutdown().await;
+}
