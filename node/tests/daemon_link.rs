@@ -212,12 +212,7 @@ async fn quic_blocked_falls_back_to_tcp() {
     let cp = start_cp(cp_config(&dir.path().join("cp"), None)).await;
     let token = create_token(&cp, "tok-udp", Some("node-4"), 600).await;
     // A UDP socket that swallows everything: QUIC handshakes time out.
-    let black_hole = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let hole_addr = black_hole.local_addr().unwrap();
-    let sink = tokio::spawn(async move {
-        let mut buf = [0u8; 2048];
-        while black_hole.recv_from(&mut buf).await.is_ok() {}
-    });
+    let (hole_addr, _, sink) = udp_black_hole().await;
     let mut cfg = daemon_config(hole_addr, cp.tunnel_addr(), &dir.path().join("node"), Some(ca_pin(&cp)), Some(token));
     cfg.quic_connect_timeout = Duration::from_secs(1);
     let t0 = Instant::now();
@@ -305,26 +300,14 @@ async fn static_stability_at_start_and_expired_svid() {
 /// silent one, which the silent socket sees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_endpoint_does_not_hold_up_the_next_one() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
     let dir = tempfile::tempdir().unwrap();
     let cp = start_cp(cp_config(&dir.path().join("cp"), None)).await;
     let token = create_token(&cp, "tok-stagger", Some("node-9"), 600).await;
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let udp_addr = udp.local_addr().unwrap();
+    let (udp_addr, datagrams, sink) = udp_black_hole().await;
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tcp_addr = tcp.local_addr().unwrap();
-    let datagrams = Arc::new(AtomicUsize::new(0));
-    let sink = {
-        let seen = datagrams.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            while udp.recv_from(&mut buf).await.is_ok() {
-                seen.fetch_add(1, Ordering::SeqCst);
-            }
-        })
-    };
     let mute = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((s, _)) = tcp.accept().await {
@@ -358,4 +341,21 @@ async fn a_silent_endpoint_does_not_hold_up_the_next_one() {
     sink.abort();
     mute.abort();
     cp.shutdown().await;
+}
+
+/// A loopback UDP socket that reads and drops every datagram (QUIC handshakes to it time
+/// out): its address, how many datagrams it has swallowed, and the task to abort.
+async fn udp_black_hole(
+) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while udp.recv_from(&mut buf).await.is_ok() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (addr, seen, task)
 }

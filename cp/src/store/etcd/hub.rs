@@ -8,7 +8,9 @@
 //! watches its whole key prefix once, keeps a bounded window of recent events, and serves
 //! watchers from that window and a broadcast channel (the embedded store's "replay, then
 //! live" merge). A watcher asking for history older than the window gets its own etcd watch,
-//! as before, so resuming from any retained etcd revision still works.
+//! as before, so resuming from any retained etcd revision still works. Whether a start is
+//! compacted is asked of etcd before the window is consulted (`EtcdStore::watch`), so the
+//! window never serves history another replica has compacted.
 //!
 //! The hub starts on the first watch and stops when the store is dropped. If its etcd watch
 //! fails for good (every member gone for a while, or compaction overtook it), the hub ends:
@@ -130,17 +132,6 @@ impl Hub {
             // No receiver is fine: nobody watches right now.
             let _ = live.send(ev);
         }
-    }
-
-    /// History through `compacted` is gone from etcd: the window stops serving it too, so a
-    /// watch from there fails with [`StoreError::Gone`] on every path.
-    pub(super) fn forget_through(&self, compacted: Revision) {
-        let mut w = self.window.lock().expect("hub window lock");
-        while w.events.front().is_some_and(|e| e.revision() <= compacted) {
-            let old = w.events.pop_front().expect("window is not empty");
-            w.bytes -= size_of(&old);
-        }
-        w.floor = w.floor.max(compacted);
     }
 
     /// Whether the hub has ended (a new one must be started).

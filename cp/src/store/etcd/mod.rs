@@ -201,18 +201,7 @@ impl EtcdStore {
         let base = self.current_revision().await?;
         let (start, end) = self.range_of(None, None);
         let (idx, lines) = Self::open_watch(&self.client, &start, &end, base + 1, self.client.preferred()).await?;
-        let (tx, rx) = mpsc::channel(self.opts.watch_buffer.max(1));
-        let task = WatchTask {
-            client: self.client.clone(),
-            opts: self.opts.clone(),
-            start,
-            end,
-            seen: base,
-            endpoint: idx,
-            filter: WatchFilter::default(),
-            tx,
-        };
-        tokio::spawn(task.run(lines));
+        let rx = self.spawn_watch_task(start, end, base, idx, WatchFilter::default(), lines);
         let limits = hub::HubLimits {
             events: self.opts.watch_window.max(1),
             bytes: self.opts.watch_window_bytes,
@@ -223,6 +212,24 @@ impl EtcdStore {
         let stream = hub.subscribe(after, filter.clone());
         *slot = Some(hub);
         Ok(stream)
+    }
+
+    /// Runs an opened etcd watch (`lines`, on member `endpoint`) in its own task, which
+    /// resumes it elsewhere when its member goes away; its events arrive on the receiver.
+    fn spawn_watch_task(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        seen: Revision,
+        endpoint: usize,
+        filter: WatchFilter,
+        lines: client::JsonLines,
+    ) -> mpsc::Receiver<Result<WatchEvent, StoreError>> {
+        let (tx, rx) = mpsc::channel(self.opts.watch_buffer.max(1));
+        let task =
+            WatchTask { client: self.client.clone(), opts: self.opts.clone(), start, end, seen, endpoint, filter, tx };
+        tokio::spawn(task.run(lines));
+        rx
     }
 
     /// Opens an etcd watch on `[start, end)` from `from` and waits for etcd to accept it.
@@ -568,18 +575,7 @@ impl Store for EtcdStore {
                 .await
                 .unwrap_or(StoreError::Gone { requested: after, compacted: after + 1 }));
         }
-        let (tx, mut rx) = mpsc::channel(self.opts.watch_buffer.max(1));
-        let task = WatchTask {
-            client: self.client.clone(),
-            opts: self.opts.clone(),
-            start,
-            end,
-            seen: after,
-            endpoint: idx,
-            filter,
-            tx,
-        };
-        tokio::spawn(task.run(lines));
+        let mut rx = self.spawn_watch_task(start, end, after, idx, filter, lines);
         tracing::debug!(after, ?resource, ?namespace, "etcd watch started");
         Ok(WatchStream::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))))
     }
@@ -604,9 +600,6 @@ impl Store for EtcdStore {
         match self.client.write::<serde_json::Value>("/v3/kv/compaction", &body).await {
             Ok(_) => {
                 tracing::info!(compacted = target - 1, "compacted etcd history");
-                if let Some(hub) = self.hub.lock().await.as_ref() {
-                    hub.forget_through(target - 1);
-                }
                 Ok(target - 1)
             }
             // Another replica (or an earlier round) already compacted at least this far.
